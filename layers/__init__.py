@@ -1,0 +1,3 @@
+"""Every layer type; importing this package registers them all."""
+from . import (accuracy, conv, eltwise, input, inner_product, loss, lrn, neuron,  # noqa: F401
+               normalization, pooling, shape, softmax)

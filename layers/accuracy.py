@@ -1,0 +1,82 @@
+"""Accuracy (top-k, ignore_label, optional per-class top) and ArgMax."""
+import numpy as np
+
+from minicaffe.layer import Layer, canonical_axis, prod, register
+
+
+@register("Accuracy")
+class Accuracy(Layer):
+    n_bottom = 2
+    min_top = 1
+    max_top = 2
+
+    def layer_setup(self, bottom, top):
+        p = self.param.accuracy_param
+        self.top_k = p.top_k
+        self.ignore = p.ignore_label if p.HasField("ignore_label") else None
+
+    def reshape(self, bottom, top):
+        self.axis = canonical_axis(self.param.accuracy_param.axis, bottom[0].data.ndim)
+        self.outer = prod(bottom[0].shape[:self.axis])
+        self.inner = prod(bottom[0].shape[self.axis + 1:])
+        c = bottom[0].shape[self.axis]
+        if self.top_k > c:
+            raise self.error(f"top_k ({self.top_k}) must not exceed the number of classes ({c})")
+        if self.outer * self.inner != bottom[1].count:
+            raise self.error(f"number of labels ({bottom[1].count}) must equal the number of "
+                             f"predictions ({self.outer * self.inner})")
+        top[0].reshape(())
+        if len(top) > 1:
+            top[1].reshape((c,))
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.outer, -1, self.inner)
+        c = x.shape[1]
+        lab = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
+        valid = np.ones(lab.shape, bool) if self.ignore is None else lab != self.ignore
+        safe = np.where(valid, lab, 0)
+        true = np.take_along_axis(x, safe[:, None, :], axis=1)
+        better = (x >= true).sum(axis=1) - 1          # classes scoring at least as high, ties count
+        correct = (better < self.top_k) & valid
+        n = int(valid.sum())
+        top[0].data[...] = correct.sum() / n if n else 0.0
+        if len(top) > 1:
+            per = np.bincount(safe[valid], minlength=c)
+            hit = np.bincount(safe[correct], minlength=c)
+            top[1].data[...] = np.where(per > 0, hit / np.maximum(per, 1), 0)
+
+
+@register("ArgMax")
+class ArgMax(Layer):
+    n_bottom = 1
+    n_top = 1
+
+    def reshape(self, bottom, top):
+        p = self.param.argmax_param
+        shape = list(bottom[0].shape)
+        if p.HasField("axis"):
+            self.axis = canonical_axis(p.axis, len(shape))
+            if p.top_k > shape[self.axis]:
+                raise self.error("top_k must not exceed the size of the axis")
+            shape[self.axis] = p.top_k
+            top[0].reshape(shape)
+        else:
+            self.axis = None
+            if p.top_k > prod(shape[1:]):
+                raise self.error("top_k must not exceed the number of classes")
+            top[0].reshape(shape[0], 2 if p.out_max_val else 1, p.top_k, 1)
+
+    def forward(self, bottom, top):
+        p = self.param.argmax_param
+        x = bottom[0].data
+        if self.axis is None:
+            x2 = x.reshape(x.shape[0], -1)
+            idx = np.argsort(-x2, axis=1, kind="stable")[:, :p.top_k]
+            out = top[0].data.reshape(x.shape[0], -1, p.top_k)
+            out[:, 0] = idx
+            if p.out_max_val:
+                out[:, 1] = np.take_along_axis(x2, idx, axis=1)
+        else:
+            idx = np.argsort(-x, axis=self.axis, kind="stable")
+            idx = np.take(idx, np.arange(p.top_k), axis=self.axis)
+            top[0].data[...] = np.take_along_axis(x, idx, axis=self.axis) if p.out_max_val else idx

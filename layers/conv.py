@@ -1,0 +1,224 @@
+"""Convolution and Deconvolution: batched im2col + one GEMM per group (DESIGN.md speed rules)."""
+import numpy as np
+
+from minicaffe import kernels
+from minicaffe.filler import fill
+from minicaffe.layer import Layer, register
+
+
+def _pair(rep, h, w, default, name, layer):
+    if h is not None:
+        return h, w
+    vals = list(rep)
+    if not vals:
+        if default is None:
+            raise layer.error(f"{name} is required")
+        return default, default
+    if len(vals) == 1:
+        return vals[0], vals[0]
+    if len(vals) == 2:
+        return vals[0], vals[1]
+    raise layer.error(f"{name} takes 1 or 2 values for 2-D convolution, got {len(vals)}")
+
+
+class ConvBase(Layer):
+    n_bottom = None
+    min_bottom = 1
+    min_top = 1
+
+    def layer_setup(self, bottom, top):
+        cp = self.param.convolution_param
+        if len(bottom) != len(top):
+            raise self.error("needs as many tops as bottoms")
+        if bottom[0].data.ndim != 4 or cp.axis not in (1, -3):
+            raise self.error(f"only 2-D spatial convolution of 4-D (N,C,H,W) blobs is supported; "
+                             f"bottom has shape {bottom[0].shape}")
+        has = cp.HasField
+        kh = cp.kernel_h if has("kernel_h") else None
+        self.kh, self.kw = _pair(cp.kernel_size, kh, cp.kernel_w, None, "kernel_size", self)
+        ph = cp.pad_h if (has("pad_h") or has("pad_w")) else None
+        self.ph, self.pw = _pair(cp.pad, ph, cp.pad_w, 0, "pad", self)
+        sh = cp.stride_h if (has("stride_h") or has("stride_w")) else None
+        self.sh, self.sw = _pair(cp.stride, sh, cp.stride_w, 1, "stride", self)
+        self.dh, self.dw = _pair(cp.dilation, None, None, 1, "dilation", self)
+        if min(self.kh, self.kw, self.sh, self.sw, self.dh, self.dw) <= 0:
+            raise self.error("kernel, stride and dilation must be positive")
+        self.group = cp.group
+        self.num_output = cp.num_output
+        self.channels = bottom[0].shape[1]
+        if self.num_output <= 0:
+            raise self.error("num_output must be positive")
+        if self.channels % self.group or self.num_output % self.group:
+            raise self.error(f"channels ({self.channels}) and num_output ({self.num_output}) "
+                             f"must be divisible by group ({self.group})")
+        self.bias_term = cp.bias_term
+        wshape = self.weight_shape()
+        self.new_param(wshape).data[...] = fill(cp.weight_filler, wshape)
+        if self.bias_term:
+            self.new_param((self.num_output,)).data[...] = fill(cp.bias_filler, (self.num_output,))
+
+    def conv_out(self, h, w):
+        oh = (h + 2 * self.ph - (self.dh * (self.kh - 1) + 1)) // self.sh + 1
+        ow = (w + 2 * self.pw - (self.dw * (self.kw - 1) + 1)) // self.sw + 1
+        return oh, ow
+
+    def geometry(self):
+        return (self.kh, self.kw, self.ph, self.pw, self.sh, self.sw, self.dh, self.dw)
+
+    def check_channels(self, bottom):
+        for b in bottom:
+            if b.data.ndim != 4 or b.shape[1] != self.channels:
+                raise self.error(f"bottom shape {b.shape} does not have the {self.channels} "
+                                 "channels the layer was set up with")
+
+    def weights(self):
+        """The weights the computation uses; Cmp layers substitute masked/shared ones."""
+        return self.blobs[0].data
+
+    def weight_grad_hook(self, dw):
+        """Where Cmp layers mask the weight gradient."""
+
+    def _buf(self, name, shape):
+        b = getattr(self, name, None)
+        if b is None or b.shape != shape:
+            b = np.empty(shape, np.float32)
+            setattr(self, name, b)
+        return b
+
+    def _gemm_fwd(self, w2, col2, out):
+        """out[g] = w2[g] @ col2[g] per group."""
+        g = self.group
+        if g == 1:
+            np.matmul(w2, col2, out=out)
+            return
+        mo, ko = w2.shape[0] // g, col2.shape[0] // g
+        for i in range(g):
+            np.matmul(w2[i * mo:(i + 1) * mo], col2[i * ko:(i + 1) * ko], out=out[i * mo:(i + 1) * mo])
+
+
+@register("Convolution")
+class Convolution(ConvBase):
+    def weight_shape(self):
+        return (self.num_output, self.channels // self.group, self.kh, self.kw)
+
+    def reshape(self, bottom, top):
+        self.check_channels(bottom)
+        n, c, h, w = bottom[0].shape
+        self.oh, self.ow = self.conv_out(h, w)
+        if self.oh <= 0 or self.ow <= 0:
+            raise self.error(f"kernel larger than padded input {h}x{w}")
+        for b, t in zip(bottom, top):
+            if b.shape != bottom[0].shape:
+                raise self.error("all bottoms must have the same shape")
+            t.reshape(n, self.num_output, self.oh, self.ow)
+
+    def forward(self, bottom, top):
+        n, c, h, w = bottom[0].shape
+        p = self.oh * self.ow
+        ck = c * self.kh * self.kw
+        w2 = self.weights().reshape(self.num_output, -1)
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            col = self._buf(f"_col{i}", (ck, n, p))
+            kernels.im2col(b.data, *self.geometry(), self.oh, self.ow, col)
+            out = self._buf("_out", (self.num_output, n * p))
+            self._gemm_fwd(w2, col.reshape(ck, n * p), out)
+            t.data[...] = out.reshape(self.num_output, n, self.oh, self.ow).transpose(1, 0, 2, 3)
+            if self.bias_term:
+                t.data += self.blobs[1].data[None, :, None, None]
+
+    def backward(self, top, propagate_down, bottom):
+        n, c, h, w = bottom[0].shape
+        p = self.oh * self.ow
+        ck = c * self.kh * self.kw
+        m, g = self.num_output, self.group
+        mo, ko = m // g, ck // g
+        wts = self.weights().reshape(m, -1)
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            dy = self._buf("_dy", (m, n, p))
+            dy[...] = t.diff.reshape(n, m, p).transpose(1, 0, 2)
+            dy2 = dy.reshape(m, n * p)
+            col = getattr(self, f"_col{i}")
+            col2 = col.reshape(ck, n * p)
+            if self.bias_term:
+                self.blobs[1].diff += dy2.sum(axis=1)
+            dw = np.empty((m, ko), np.float32)
+            for gi in range(g):
+                np.matmul(dy2[gi * mo:(gi + 1) * mo], col2[gi * ko:(gi + 1) * ko].T,
+                          out=dw[gi * mo:(gi + 1) * mo])
+            self.weight_grad_hook(dw)
+            self.blobs[0].diff += dw.reshape(self.blobs[0].shape)
+            if propagate_down[i]:
+                for gi in range(g):   # the column buffer is free now: reuse it for dcol
+                    np.matmul(wts[gi * mo:(gi + 1) * mo].T, dy2[gi * mo:(gi + 1) * mo],
+                              out=col2[gi * ko:(gi + 1) * ko])
+                kernels.col2im(col, *self.geometry(), self.oh, self.ow, b.diff)
+
+
+@register("Deconvolution")
+class Deconvolution(ConvBase):
+    """Convolution run backwards: forward is conv's data gradient, backward is conv's forward."""
+
+    def weight_shape(self):
+        return (self.channels, self.num_output // self.group, self.kh, self.kw)
+
+    def reshape(self, bottom, top):
+        self.check_channels(bottom)
+        n, c, h, w = bottom[0].shape
+        self.oh = self.sh * (h - 1) + self.dh * (self.kh - 1) + 1 - 2 * self.ph
+        self.ow = self.sw * (w - 1) + self.dw * (self.kw - 1) + 1 - 2 * self.pw
+        if self.oh <= 0 or self.ow <= 0:
+            raise self.error("output size would be empty")
+        for b, t in zip(bottom, top):
+            t.reshape(n, self.num_output, self.oh, self.ow)
+
+    def _weights_as_conv(self):
+        """(C_in, M/g, k, k) seen as conv weights from M to C_in: rows = C_in, cols = M/g*k*k."""
+        return self.weights().reshape(self.channels, -1)
+
+    def forward(self, bottom, top):
+        n, c, h, w = bottom[0].shape
+        p = h * w
+        m = self.num_output
+        mk = m * self.kh * self.kw
+        g = self.group
+        co, mko = c // g, mk // g
+        wts = self._weights_as_conv()
+        for b, t in zip(bottom, top):
+            x2 = np.ascontiguousarray(b.data.reshape(n, c, p).transpose(1, 0, 2)).reshape(c, n * p)
+            col = np.empty((mk, n, p), np.float32)
+            col2 = col.reshape(mk, n * p)
+            for gi in range(g):
+                np.matmul(wts[gi * co:(gi + 1) * co].T, x2[gi * co:(gi + 1) * co],
+                          out=col2[gi * mko:(gi + 1) * mko])
+            # col2im over the output geometry: the "input" of the equivalent conv is the output here
+            kernels.col2im(col, *self.geometry(), h, w, t.data)
+            if self.bias_term:
+                t.data += self.blobs[1].data[None, :, None, None]
+
+    def backward(self, top, propagate_down, bottom):
+        n, c, h, w = bottom[0].shape
+        p = h * w
+        m = self.num_output
+        mk = m * self.kh * self.kw
+        g = self.group
+        co, mko = c // g, mk // g
+        wts = self._weights_as_conv()
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            if self.bias_term:
+                self.blobs[1].diff += t.diff.sum(axis=(0, 2, 3))
+            col = np.empty((mk, n, p), np.float32)
+            kernels.im2col(t.diff, *self.geometry(), h, w, col)
+            col2 = col.reshape(mk, n * p)
+            x2 = np.ascontiguousarray(b.data.reshape(n, c, p).transpose(1, 0, 2)).reshape(c, n * p)
+            dw = np.empty_like(wts)
+            for gi in range(g):
+                np.matmul(x2[gi * co:(gi + 1) * co], col2[gi * mko:(gi + 1) * mko].T,
+                          out=dw[gi * co:(gi + 1) * co])
+            self.weight_grad_hook(dw)
+            self.blobs[0].diff += dw.reshape(self.blobs[0].shape)
+            if propagate_down[i]:
+                dx = np.empty((c, n * p), np.float32)
+                for gi in range(g):
+                    np.matmul(wts[gi * co:(gi + 1) * co], col2[gi * mko:(gi + 1) * mko],
+                              out=dx[gi * co:(gi + 1) * co])
+                b.diff[...] = dx.reshape(c, n, h, w).transpose(1, 0, 2, 3)

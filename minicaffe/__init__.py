@@ -1,0 +1,10 @@
+"""minicaffe: Caffe's nets, solvers and file formats in Python, with pruning built in."""
+from . import layers  # noqa: F401  (registers every layer type)
+from . import minicaffe_pb2 as proto
+from .blob import Blob
+from .errors import CaffeError
+from .net import Net
+
+TRAIN, TEST = proto.TRAIN, proto.TEST
+
+__all__ = ["Net", "Blob", "CaffeError", "TRAIN", "TEST", "proto"]

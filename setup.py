@@ -1,0 +1,15 @@
+from setuptools import setup
+
+setup(
+    name="minicaffe",
+    version="0.1.0",
+    description="Caffe's prototxt nets, solvers and caffemodels in Python, with pruning built in",
+    python_requires=">=3.9",
+    packages=["minicaffe", "minicaffe.layers", "minicaffe.solvers", "minicaffe.tools"],
+    package_dir={"minicaffe": "minicaffe", "minicaffe.layers": "layers",
+                 "minicaffe.solvers": "solvers", "minicaffe.tools": "tools"},
+    install_requires=["numpy>=1.24", "numba>=0.58", "protobuf>=7.35.1,<8", "pillow", "lmdb", "h5py",
+                      "matplotlib"],
+    extras_require={"test": ["pytest", "grpcio-tools==1.85.1"]},
+    entry_points={"console_scripts": ["minicaffe=minicaffe.cli:main"]},
+)
