@@ -4,7 +4,9 @@ from . import minicaffe_pb2 as proto
 from .blob import Blob
 from .errors import CaffeError
 from .net import Net
+from .solvers import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,  # noqa: F401
+                      RMSPropSolver, SGDSolver, Solver, get_solver)
 
 TRAIN, TEST = proto.TRAIN, proto.TEST
 
-__all__ = ["Net", "Blob", "CaffeError", "TRAIN", "TEST", "proto"]
+__all__ = ["Net", "Blob", "CaffeError", "TRAIN", "TEST", "proto", "Solver", "get_solver"]

@@ -3,11 +3,12 @@ import numpy as np
 
 
 class Blob:
-    __slots__ = ("data", "diff")
+    __slots__ = ("data", "diff", "mask")
 
     def __init__(self, shape=()):
         self.data = np.zeros(shape, np.float32)
         self.diff = np.zeros(shape, np.float32)
+        self.mask = None   # pruning: 0/1 array beside the weights; None means dense
 
     @property
     def shape(self):

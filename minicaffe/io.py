@@ -224,3 +224,59 @@ def write_solverstate(path, st):
             for i, bp in enumerate(st.history):
                 g.create_dataset(str(i), data=blob_to_array(bp))
     atomic_write(path, write)
+
+
+# ---------------------------------------------------------------- LMDB
+def write_lmdb(path, items, map_size=1 << 34):
+    """Write (key bytes, value bytes) pairs to a new LMDB, as Caffe's db::LMDB does."""
+    try:
+        import lmdb
+    except ImportError:
+        raise CaffeError("LMDB output needs the lmdb package: pip install lmdb") from None
+    if os.path.exists(path):
+        raise CaffeError(f"{path} already exists; remove it first")
+    env = lmdb.open(path, map_size=map_size, subdir=True)
+    n = 0
+    try:
+        txn = env.begin(write=True)
+        for key, value in items:
+            txn.put(key, value)
+            n += 1
+            if n % 1000 == 0:
+                txn.commit()
+                txn = env.begin(write=True)
+        txn.commit()
+    finally:
+        env.close()
+    return n
+
+
+def read_lmdb(path):
+    """Yield (key, value) pairs of an LMDB in key order."""
+    try:
+        import lmdb
+    except ImportError:
+        raise CaffeError("LMDB input needs the lmdb package: pip install lmdb") from None
+    if not os.path.isdir(path):
+        raise CaffeError(f"LMDB '{path}' not found")
+    env = lmdb.open(path, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            for k, v in txn.cursor():
+                yield k, v
+    finally:
+        env.close()
+
+
+def datum(array, label, encoded=None):
+    """A Datum from a (C, H, W) uint8 array, or from encoded image bytes."""
+    d = pb.Datum(label=int(label))
+    if encoded is not None:
+        d.encoded = True
+        d.data = encoded
+        c, h, w = array.shape if array is not None else (0, 0, 0)
+    else:
+        c, h, w = array.shape
+        d.data = np.ascontiguousarray(array, np.uint8).tobytes()
+    d.channels, d.height, d.width = c, h, w
+    return d

@@ -257,6 +257,13 @@ class Net:
         for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
             layer.reshape(bottom, top)
 
+    def set_input_arrays(self, data, labels):
+        """pycaffe's: feed the net's first MemoryData layer."""
+        for layer in self.layers:
+            if hasattr(layer, "set_input_arrays"):
+                return layer.set_input_arrays(data, labels)
+        raise CaffeError("the net has no MemoryData layer")
+
     def clear_param_diffs(self):
         for b in self.learnable_params:
             b.diff[...] = 0

@@ -1,0 +1,79 @@
+"""Caffe's DataTransformer: mean subtraction, random/center crop, mirror, scale, in Caffe's order,
+applied to a whole batch at once."""
+import io as _io
+
+import numpy as np
+
+from . import io
+from . import minicaffe_pb2 as pb
+from .errors import CaffeError
+
+
+def decode_datum(d, force_color=False, force_gray=False):
+    """A Datum as a (C, H, W) array: raw bytes, float_data, or an encoded image."""
+    if d.encoded:
+        from PIL import Image
+        img = Image.open(_io.BytesIO(d.data))
+        if force_gray:
+            img = img.convert("L")
+        elif force_color or img.mode not in ("L",):
+            img = img.convert("RGB")
+        a = np.asarray(img)
+        if a.ndim == 2:
+            return a[None]
+        return a[:, :, ::-1].transpose(2, 0, 1)   # Caffe stores BGR, as OpenCV decodes
+    if d.data:
+        return np.frombuffer(d.data, np.uint8).reshape(d.channels, d.height, d.width)
+    return np.asarray(d.float_data, np.float32).reshape(d.channels, d.height, d.width)
+
+
+class Transformer:
+    def __init__(self, tp, phase):
+        self.tp, self.phase = tp, phase
+        self.mean = None
+        if tp.mean_file and len(tp.mean_value):
+            raise CaffeError("transform_param: specify either mean_file or mean_value, not both")
+        if tp.mean_file:
+            self.mean = io.read_blobproto(tp.mean_file)
+            if self.mean.ndim == 4:
+                self.mean = self.mean[0]
+        elif len(tp.mean_value):
+            self.mean = np.asarray(tp.mean_value, np.float32)
+
+    def out_shape(self, c, h, w):
+        crop = self.tp.crop_size
+        if crop and (crop > h or crop > w):
+            raise CaffeError(f"crop_size {crop} is larger than the {h}x{w} image")
+        return (c, crop, crop) if crop else (c, h, w)
+
+    def __call__(self, batch, rs):
+        """batch: (B, C, H, W) uint8 or float; rs: the random stream for crops and mirrors."""
+        tp = self.tp
+        x = batch.astype(np.float32)
+        b, c, h, w = x.shape
+        if self.mean is not None:
+            m = self.mean
+            if m.ndim == 1:
+                if len(m) not in (1, c):
+                    raise CaffeError(f"{len(m)} mean_value(s) for {c} channels; give 1 or {c}")
+                x -= m[None, :, None, None] if len(m) == c else m[0]
+            else:
+                if m.shape != (c, h, w):
+                    raise CaffeError(f"mean_file shape {m.shape} does not match the data {(c, h, w)}")
+                x -= m
+        crop = tp.crop_size
+        train = self.phase == pb.TRAIN
+        mirror = (rs.integers(0, 2, b) == 1) if (tp.mirror and train) else np.zeros(b, bool)
+        if crop or mirror.any():
+            ch, cw = (crop, crop) if crop else (h, w)
+            if crop and train:
+                ho, wo = rs.integers(0, h - crop + 1, b), rs.integers(0, w - crop + 1, b)
+            else:
+                ho, wo = np.full(b, (h - ch) // 2), np.full(b, (w - cw) // 2)
+            rows = ho[:, None] + np.arange(ch)[None]
+            cols = wo[:, None] + np.where(mirror[:, None], np.arange(cw)[::-1][None], np.arange(cw)[None])
+            x = x[np.arange(b)[:, None, None, None], np.arange(c)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+        if tp.scale != 1:
+            x *= tp.scale
+        return np.ascontiguousarray(x, np.float32)

@@ -1,0 +1,36 @@
+"""minicaffe train: caffe train --solver=S [--weights=A,B | --snapshot=X.solverstate]."""
+from minicaffe import io, log
+from minicaffe.errors import CaffeError
+from minicaffe.solvers import Solver
+
+from .common import add_net_state, stages
+
+HELP = "train a net from a solver prototxt"
+
+
+def add_arguments(p):
+    p.add_argument("--solver", required=True, help="solver .prototxt")
+    p.add_argument("--weights", default="", help="comma-separated caffemodels to finetune from")
+    p.add_argument("--snapshot", default="", help=".solverstate to resume from")
+    p.add_argument("--sigint_effect", default="stop", choices=["stop", "snapshot", "none"])
+    p.add_argument("--sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"])
+    add_net_state(p)
+
+
+def run(a):
+    if a.weights and a.snapshot:
+        raise CaffeError("give --weights or --snapshot, not both")
+    sp = io.read_solver(a.solver)
+    if a.level:
+        sp.train_state.level = a.level
+    for s in stages(a):
+        sp.train_state.stage.append(s)
+    solver = Solver(sp, sigint_effect=a.sigint_effect, sighup_effect=a.sighup_effect)
+    solver.source = a.solver
+    weights = [w for w in a.weights.split(",") if w] or list(sp.weights)
+    for w in weights:
+        log.info(f"Finetuning from {w}")
+        solver.net.copy_trained_layers_from(w)
+        for tn in solver.test_nets:
+            tn.share_trained_layers_with(solver.net)
+    solver.solve(a.snapshot or None)
