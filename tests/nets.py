@@ -1,0 +1,41 @@
+"""Small nets and solvers the tests build on, written as prototxt text."""
+TINY_NET = """
+name: "tiny"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  include { phase: TRAIN }
+  dummy_data_param { shape { dim: 8 dim: 1 dim: 6 dim: 6 } shape { dim: 8 }
+    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 1 } } }
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  include { phase: TEST }
+  dummy_data_param { shape { dim: 4 dim: 1 dim: 6 dim: 6 } shape { dim: 4 }
+    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 1 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 3 kernel_size: 3 weight_filler { type: "xavier" }
+    bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "ip1" type: "InnerProduct" bottom: "conv1" top: "ip1"
+  inner_product_param { num_output: 4 weight_filler { type: "xavier" } } }
+layer { name: "accuracy" type: "Accuracy" bottom: "ip1" bottom: "label" top: "accuracy"
+  include { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: "loss" }
+"""
+
+
+def write_tiny(tmp_path, solver_extra="", net=TINY_NET, name="solver.prototxt", momentum=0.9,
+               weight_decay=0.001):
+    (tmp_path / "net.prototxt").write_text(net)
+    (tmp_path / name).write_text(f"""
+net: "{tmp_path}/net.prototxt"
+base_lr: 0.05
+momentum: {momentum}
+weight_decay: {weight_decay}
+lr_policy: "fixed"
+max_iter: 20
+display: 5
+test_iter: 2
+test_interval: 10
+random_seed: 3
+snapshot_prefix: "{tmp_path}/tiny"
+{solver_extra}
+""")
+    return str(tmp_path / name)
