@@ -1,4 +1,6 @@
 """Caffe's solvers: one Solver class whose update rule is chosen by `type:` in the solver file."""
+import numpy as np
+
 from .solver import Solver, get_solver  # noqa: F401
 
 
@@ -9,8 +11,8 @@ def _typed(name):
             s.param.type = name
             from .updates import RULES
             s.rule = RULES[name](s.param)
-            s.history = [[h for h in hs] + [h * 0 for _ in range(s.rule.n_history - len(hs))]
-                         for hs in s.history]
+            s.history = [[np.zeros_like(b.data) for _ in range(s.rule.n_history)]
+                         for b in s.net.learnable_params]
         return s
     make.__name__ = f"{name}Solver"
     return make
