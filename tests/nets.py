@@ -21,21 +21,13 @@ layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip1" bottom: "label" top: 
 """
 
 
-def write_tiny(tmp_path, solver_extra="", net=TINY_NET, name="solver.prototxt", momentum=0.9,
-               weight_decay=0.001):
+def write_tiny(tmp_path, solver_extra="", net=TINY_NET, name="solver.prototxt", **fields):
+    """A solver for TINY_NET in tmp_path; keyword arguments override the default fields."""
     (tmp_path / "net.prototxt").write_text(net)
-    (tmp_path / name).write_text(f"""
-net: "{tmp_path}/net.prototxt"
-base_lr: 0.05
-momentum: {momentum}
-weight_decay: {weight_decay}
-lr_policy: "fixed"
-max_iter: 20
-display: 5
-test_iter: 2
-test_interval: 10
-random_seed: 3
-snapshot_prefix: "{tmp_path}/tiny"
-{solver_extra}
-""")
+    f = dict(net=f'"{tmp_path}/net.prototxt"', base_lr=0.05, momentum=0.9, weight_decay=0.001,
+             lr_policy='"fixed"', max_iter=20, display=5, test_iter=2, test_interval=10, random_seed=3,
+             snapshot_prefix=f'"{tmp_path}/tiny"')
+    f.update(fields)
+    text = "".join(f"{k}: {v}\n" for k, v in f.items()) + solver_extra
+    (tmp_path / name).write_text(text)
     return str(tmp_path / name)
