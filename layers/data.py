@@ -12,6 +12,9 @@ from minicaffe.layer import Layer, register
 from minicaffe.transform import Transformer, decode_datum
 
 
+_ENVS = {}
+
+
 class BatchSource(Layer):
     """A data layer whose batch k is a pure function of k: prefetchable and resumable."""
     n_bottom = 0
@@ -108,7 +111,10 @@ class Data(BatchSource):
             raise self.error("LMDB data needs the lmdb package: pip install lmdb") from None
         if not os.path.isdir(dp.source):
             raise self.error(f"LMDB '{dp.source}' not found")
-        self.env = lmdb.open(dp.source, readonly=True, lock=False, readahead=False, max_readers=64)
+        key = os.path.realpath(dp.source)
+        if key not in _ENVS:     # lmdb allows one open environment per path and process
+            _ENVS[key] = lmdb.open(dp.source, readonly=True, lock=False, readahead=False, max_readers=64)
+        self.env = _ENVS[key]
         with self.env.begin() as txn:
             self.keys = [k for k, _ in txn.cursor()]
         if not self.keys:
