@@ -12,6 +12,8 @@ SHARED_GRAD = "sum"
 
 
 class Compressed:
+    sharing = None
+
     def compression_param(self):
         raise NotImplementedError
 

@@ -22,6 +22,8 @@ def make_layer(text, bottoms, phase=pb.TRAIN, n_top=1):
         bottom.append(blob)
     top = [Blob() for _ in range(n_top)]
     layer.setup(bottom, top)
+    if layer.blobs:
+        layer.on_weights_set()       # as the Net does: Cmp layers compute their masks here
     return layer, bottom, top
 
 
@@ -63,7 +65,9 @@ def check_gradient(text, bottoms, phase=pb.TRAIN, n_top=1, check_bottom=None, st
     checked = 0
     for name, blob, analytic in targets:
         flat = blob.data.reshape(-1)
-        idx = rs.choice(flat.size, min(samples, flat.size), replace=False)
+        live = np.arange(flat.size) if getattr(blob, "mask", None) is None else \
+            np.flatnonzero(blob.mask.reshape(-1))      # pruned weights are constants, not variables
+        idx = rs.choice(live, min(samples, live.size), replace=False)
         for j in idx:
             orig = flat[j]
             flat[j] = orig + step
