@@ -35,12 +35,22 @@ def sparse_bytes(w, gap_bits):
     return math.ceil(entries * (gap_bits + value_bits) / 8) + codebook
 
 
+def _squeeze_legacy(bp, a):
+    """Old Caffe wrote every blob as 4-D (num, channels, height, width): (1, 1, 1, 20) is a bias of 20."""
+    if bp.HasField("shape"):
+        return a
+    shape = list(a.shape)
+    while len(shape) > 1 and shape[0] == 1:
+        shape.pop(0)
+    return a.reshape(shape)
+
+
 def layer_rows(net_param, types):
     rows = []
     for lp in net_param.layer:
         if not len(lp.blobs):
             continue
-        blobs = [io.blob_to_array(b) for b in lp.blobs]
+        blobs = [_squeeze_legacy(b, io.blob_to_array(b)) for b in lp.blobs]
         t = types.get(lp.name) or lp.type or "?"
         w = blobs[0]
         n = sum(b.size for b in blobs)
