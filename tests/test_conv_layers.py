@@ -89,3 +89,17 @@ def test_inner_product(transpose, axis):
     np.testing.assert_allclose(top[0].data.reshape(ref.shape), ref, rtol=1e-5, atol=1e-5)
     assert top[0].shape == lead + (6,)
     check_gradient(text, [x])
+
+
+def test_convolution_in_blocks_of_images(monkeypatch):
+    """Blocking the batch for the cache must not change results."""
+    from minicaffe.layers import conv
+    x = np.random.RandomState(5).randn(5, 4, 6, 6).astype(np.float32)
+    text = CONV.format(m=4, k=3, s=1, p=1, d=1, g=2, bias="true")
+    layer, bottom, top = make_layer(text, [x])
+    forward(layer, bottom, top)
+    whole = top[0].data.copy()
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)      # one image per block
+    forward(layer, bottom, top)
+    np.testing.assert_allclose(top[0].data, whole, rtol=1e-5, atol=1e-6)
+    check_gradient(text, [x])
