@@ -32,55 +32,28 @@ def ours(path, iters):
     return (time.perf_counter() - t) / iters * 1e3
 
 
-def torch_net(name, torch):
-    nn = torch.nn
-    if name == "lenet":
-        return nn.Sequential(nn.Conv2d(1, 20, 5), nn.MaxPool2d(2, 2), nn.Conv2d(20, 50, 5), nn.MaxPool2d(2, 2),
-                             nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10))
-    if name == "cifar10_quick":
-        return nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(),
-                             nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-                             nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-                             nn.Flatten(), nn.Linear(1024, 64), nn.Linear(64, 10))
-    lrn = nn.LocalResponseNorm(3, 5e-05, 0.75)   # across channels: the closest torch has
-    return nn.Sequential(nn.Conv2d(3, 32, 5, padding=2), nn.MaxPool2d(3, 2, ceil_mode=True), nn.ReLU(), lrn,
-                         nn.Conv2d(32, 32, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True), lrn,
-                         nn.Conv2d(32, 64, 5, padding=2), nn.ReLU(), nn.AvgPool2d(3, 2, ceil_mode=True),
-                         nn.Flatten(), nn.Linear(1024, 10))
-
-
-def theirs(name, shape, iters, torch):
-    net = torch_net(name, torch)
-    opt = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9, weight_decay=0.004)
-    x = torch.rand(*shape)
-    y = torch.randint(0, 10, (shape[0],))
-    loss_fn = torch.nn.CrossEntropyLoss()
-
-    def step():
-        opt.zero_grad()
-        loss_fn(net(x), y).backward()
-        opt.step()
-    for _ in range(3):
-        step()
-    t = time.perf_counter()
-    for _ in range(iters):
-        step()
-    return (time.perf_counter() - t) / iters * 1e3
+def torch_times(iters):
+    """PyTorch in its own process, with its own thread settings (none of minicaffe's)."""
+    import json
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = ("import json, os, sys; sys.path.insert(0, %r); import torch; torch.set_num_threads(os.cpu_count());"
+            "import bench_torch as b; print(json.dumps(b.run(%d)))" % (os.path.dirname(__file__), iters))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if r.returncode:
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main(iters=20):
     log.quiet = True
-    try:
-        import torch
-        torch.set_num_threads(os.cpu_count())
-    except ImportError:
-        torch = None
+    times = torch_times(iters)
     print(f"one training iteration, ms (threads: {os.cpu_count()}, iterations: {iters})")
     print(f"{'net':<15} {'batch':>5} {'minicaffe':>10} {'pytorch':>9} {'ratio':>6}")
     for name, path, shape in NETS:
         m = ours(path, iters)
-        if torch is not None:
-            p = theirs(name, shape, iters, torch)
+        if times:
+            p = times[name]
             print(f"{name:<15} {shape[0]:>5} {m:>10.1f} {p:>9.1f} {m / p:>6.2f}")
         else:
             print(f"{name:<15} {shape[0]:>5} {m:>10.1f} {'-':>9} {'-':>6}   (torch not installed)")
