@@ -147,8 +147,6 @@ class Convolution(ConvBase):
         dw = np.zeros((m, ko), np.float32)
         part = np.empty((m, ko), np.float32)
         for i, (b, t) in enumerate(zip(bottom, top)):
-            if self.bias_term:
-                self.blobs[1].diff += t.diff.sum(axis=(0, 2, 3))
             for s, e in self.chunks(n, ck, p):
                 nb = e - s
                 col = self._buf("_col", (ck, nb, p))
@@ -157,6 +155,8 @@ class Convolution(ConvBase):
                 dy = self._buf("_dy", (m, nb, p))
                 dy[...] = t.diff[s:e].reshape(nb, m, p).transpose(1, 0, 2)
                 dy2 = dy.reshape(m, nb * p)
+                if self.bias_term:
+                    self.blobs[1].diff += dy2.sum(axis=1)
                 for gi in range(g):
                     np.matmul(dy2[gi * mo:(gi + 1) * mo], col2[gi * ko:(gi + 1) * ko].T,
                               out=part[gi * mo:(gi + 1) * mo])

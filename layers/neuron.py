@@ -43,6 +43,12 @@ class ReLU(Neuron):
         else:
             Neuron.forward(self, bottom, top)
 
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0] and self.slope == 0:
+            np.multiply(top[0].diff, top[0].data > 0, out=bottom[0].diff)
+        else:
+            Neuron.backward(self, top, propagate_down, bottom)
+
     def f(self, x):
         return np.where(x > 0, x, x * self.slope)
 
