@@ -33,7 +33,7 @@ def forward(layer, bottom, top):
 
 
 def check_gradient(text, bottoms, phase=pb.TRAIN, n_top=1, check_bottom=None, step=1e-2,
-                   tol=1e-2, samples=40, seed=0, loss=False):
+                   tol=2e-3, samples=40, seed=0, loss=False):
     """Raise AssertionError when analytic and numeric gradients disagree.
 
     check_bottom: indices of bottoms to check (default all); params are always checked.

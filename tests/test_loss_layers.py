@@ -35,7 +35,7 @@ def test_softmax_with_loss(extra, norm):
     total = -np.log(p[np.arange(6), y.astype(int)])[valid].sum()
     div = {"valid": valid.sum(), "full": 6, "none": 1, "batch": 6}[norm]
     assert np.isclose(top[0].data, total / div, rtol=1e-5)
-    check_gradient(text, [x, y], check_bottom=[0], loss=True, step=1e-3)
+    check_gradient(text, [x, y], check_bottom=[0], loss=True)
 
 
 def test_softmax_with_loss_spatial():

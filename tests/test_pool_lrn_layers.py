@@ -41,7 +41,7 @@ def test_pooling(method, k, s, p, hw):
     layer, bottom, top = make_layer(text, [x])
     forward(layer, bottom, top)
     np.testing.assert_allclose(top[0].data, pool_ref(x.astype(np.float64), k, s, p, method), rtol=1e-5)
-    check_gradient(text, [x], step=1e-3)
+    check_gradient(text, [x])     # values are 0.1 apart: a 0.01 step never reorders a MAX window
 
 
 def test_pooling_rounds_up():
