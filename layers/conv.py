@@ -23,6 +23,14 @@ def _pair(rep, h, w, default, name, layer):
     raise layer.error(f"{name} takes 1 or 2 values for 2-D convolution, got {len(vals)}")
 
 
+def group_matmul(a, b, out, g, ta=False, tb=False):
+    """out = op(a) @ op(b) block-diagonally: the rows of a, b and out split into g groups."""
+    ra, rb, ro = a.shape[0] // g, b.shape[0] // g, out.shape[0] // g
+    for i in range(g):
+        x, y = a[i * ra:(i + 1) * ra], b[i * rb:(i + 1) * rb]
+        np.matmul(x.T if ta else x, y.T if tb else y, out=out[i * ro:(i + 1) * ro])
+
+
 class ConvBase(Layer):
     n_bottom = None
     min_bottom = 1
@@ -87,16 +95,6 @@ class ConvBase(Layer):
             setattr(self, name, b)
         return b
 
-    def _gemm_fwd(self, w2, col2, out):
-        """out[g] = w2[g] @ col2[g] per group."""
-        g = self.group
-        if g == 1:
-            np.matmul(w2, col2, out=out)
-            return
-        mo, ko = w2.shape[0] // g, col2.shape[0] // g
-        for i in range(g):
-            np.matmul(w2[i * mo:(i + 1) * mo], col2[i * ko:(i + 1) * ko], out=out[i * mo:(i + 1) * mo])
-
 
 @register("Convolution")
 class Convolution(ConvBase):
@@ -132,7 +130,7 @@ class Convolution(ConvBase):
                 col = self._buf("_col", (ck, nb, p))
                 kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col)
                 out = self._buf("_out", (m, nb * p))
-                self._gemm_fwd(w2, col.reshape(ck, nb * p), out)
+                group_matmul(w2, col.reshape(ck, nb * p), out, self.group)
                 t.data[s:e] = out.reshape(m, nb, self.oh, self.ow).transpose(1, 0, 2, 3)
             if self.bias_term:
                 t.data += self.blobs[1].data[None, :, None, None]
@@ -142,7 +140,7 @@ class Convolution(ConvBase):
         p = self.oh * self.ow
         ck = c * self.kh * self.kw
         m, g = self.num_output, self.group
-        mo, ko = m // g, ck // g
+        ko = ck // g
         wts = self.weights().reshape(m, -1)
         dw = np.zeros((m, ko), np.float32)
         part = np.empty((m, ko), np.float32)
@@ -157,14 +155,11 @@ class Convolution(ConvBase):
                 dy2 = dy.reshape(m, nb * p)
                 if self.bias_term:
                     self.blobs[1].diff += dy2.sum(axis=1)
-                for gi in range(g):
-                    np.matmul(dy2[gi * mo:(gi + 1) * mo], col2[gi * ko:(gi + 1) * ko].T,
-                              out=part[gi * mo:(gi + 1) * mo])
+                group_matmul(dy2, col2, part, g, tb=True)
                 dw += part
                 if propagate_down[i]:
-                    for gi in range(g):   # the column block is free now: reuse it for dcol
-                        np.matmul(wts[gi * mo:(gi + 1) * mo].T, dy2[gi * mo:(gi + 1) * mo],
-                                  out=col2[gi * ko:(gi + 1) * ko])
+                    # the column block is free now: reuse it for dcol
+                    group_matmul(wts, dy2, col2, g, ta=True)
                     kernels.col2im(col, *self.geometry(), self.oh, self.ow, b.diff[s:e])
         self.weight_grad_hook(dw)
         self.blobs[0].diff += dw.reshape(self.blobs[0].shape)
@@ -197,15 +192,12 @@ class Deconvolution(ConvBase):
         m = self.num_output
         mk = m * self.kh * self.kw
         g = self.group
-        co, mko = c // g, mk // g
         wts = self._weights_as_conv()
         for b, t in zip(bottom, top):
             x2 = np.ascontiguousarray(b.data.reshape(n, c, p).transpose(1, 0, 2)).reshape(c, n * p)
             col = np.empty((mk, n, p), np.float32)
             col2 = col.reshape(mk, n * p)
-            for gi in range(g):
-                np.matmul(wts[gi * co:(gi + 1) * co].T, x2[gi * co:(gi + 1) * co],
-                          out=col2[gi * mko:(gi + 1) * mko])
+            group_matmul(wts, x2, col2, g, ta=True)
             # col2im over the output geometry: the "input" of the equivalent conv is the output here
             kernels.col2im(col, *self.geometry(), h, w, t.data)
             if self.bias_term:
@@ -217,7 +209,6 @@ class Deconvolution(ConvBase):
         m = self.num_output
         mk = m * self.kh * self.kw
         g = self.group
-        co, mko = c // g, mk // g
         wts = self._weights_as_conv()
         for i, (b, t) in enumerate(zip(bottom, top)):
             if self.bias_term:
@@ -227,14 +218,10 @@ class Deconvolution(ConvBase):
             col2 = col.reshape(mk, n * p)
             x2 = np.ascontiguousarray(b.data.reshape(n, c, p).transpose(1, 0, 2)).reshape(c, n * p)
             dw = np.empty_like(wts)
-            for gi in range(g):
-                np.matmul(x2[gi * co:(gi + 1) * co], col2[gi * mko:(gi + 1) * mko].T,
-                          out=dw[gi * co:(gi + 1) * co])
+            group_matmul(x2, col2, dw, g, tb=True)
             self.weight_grad_hook(dw)
             self.blobs[0].diff += dw.reshape(self.blobs[0].shape)
             if propagate_down[i]:
                 dx = np.empty((c, n * p), np.float32)
-                for gi in range(g):
-                    np.matmul(wts[gi * co:(gi + 1) * co], col2[gi * mko:(gi + 1) * mko],
-                              out=dx[gi * co:(gi + 1) * co])
+                group_matmul(wts, col2, dx, g)
                 b.diff[...] = dx.reshape(c, n, h, w).transpose(1, 0, 2, 3)

@@ -7,7 +7,6 @@ import numpy as np
 
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe import rng
-from minicaffe.errors import CaffeError
 from minicaffe.layer import Layer, register
 from minicaffe.transform import Transformer, decode_datum
 

@@ -1,5 +1,4 @@
 """Layers that make blobs from nothing: Input (shapes only) and DummyData (filled)."""
-import numpy as np
 
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.filler import fill

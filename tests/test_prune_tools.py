@@ -2,7 +2,6 @@
 import os
 import re
 
-import numpy as np
 
 from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
