@@ -10,7 +10,8 @@ import sys
 from .errors import CaffeError
 
 COMMANDS = ["train", "test", "time", "convert_imageset", "convert_mnist_data", "convert_cifar_data",
-            "compute_image_mean", "prune", "inspect"]
+            "compute_image_mean", "prune", "inspect",
+            "compress", "decompress"]
 
 
 def _caffe_flags(argv):

@@ -142,6 +142,9 @@ def read_weights(path):
         raise CaffeError(f"weights file not found: {path}")
     if is_hdf5(path):
         return _read_weights_h5(path)
+    if str(path).endswith(".mcz"):
+        from . import mcz
+        return mcz.read(path)
     return upgrade_net(read_binary(path, pb.NetParameter()), path)
 
 

@@ -314,8 +314,15 @@ class Net:
 
     def copy_trained_layers_from(self, source):
         """Copy weights by layer name from a NetParameter or a weights file; extra layers are ignored."""
+        strict = str(source).endswith(".mcz")
         if not isinstance(source, pb.NetParameter):
             source = io.read_weights(str(source))
+        if strict:   # a compressed model is the whole net's weights: its layers must match exactly
+            have = [lp.name for lp in source.layer if len(lp.blobs)]
+            want = [n for n, layer in zip(self._layer_names, self.layers) if layer.blobs]
+            if sorted(have) != sorted(want):
+                raise CaffeError(f"the compressed model has {len(have)} layer(s) with weights "
+                                 f"({', '.join(have)}), the net has {len(want)} ({', '.join(want)})")
         for lp in source.layer:
             layer = self.layer_dict.get(lp.name)
             if layer is None or not len(lp.blobs):

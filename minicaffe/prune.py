@@ -26,6 +26,7 @@ def magnitude_mask(w, ratio):
 def apply_mask(blob, mask):
     blob.mask = mask
     blob.data *= mask
+    blob.data += 0.0      # -0.0 * 0 is -0.0; store pruned weights as +0.0
 
 
 def kmeans_1d(values, k, iters=30):

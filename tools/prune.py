@@ -54,7 +54,7 @@ def run(a):
     print(f"{'layer':<12} {'ratio':>6} {'weights':>9} {'pruned':>9}")
     for lp, r in chosen:
         w = io.blob_to_array(lp.blobs[0])
-        w = w * magnitude_mask(w, r)
+        w = np.where(magnitude_mask(w, r) != 0, w, np.float32(0))
         bp = lp.blobs[0]
         bp.Clear()
         io.array_to_blob(w, bp)

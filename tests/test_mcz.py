@@ -1,0 +1,133 @@
+"""The .mcz compressed format: lossless round trip, loading, and hostile files."""
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+import minicaffe
+from minicaffe import io, mcz
+from minicaffe.prune import magnitude_mask, WeightSharing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LENET = os.path.join(ROOT, "models/lenet/lenet.prototxt")
+RATIOS = {"conv1": 0.33, "conv2": 0.8, "ip1": 0.9, "ip2": 0.8}
+
+
+@pytest.fixture(scope="module")
+def compressed_lenet(tmp_path_factory):
+    """LeNet pruned as the digits recipe does, with weights shared in every layer."""
+    d = tmp_path_factory.mktemp("mcz")
+    net = minicaffe.Net(LENET, minicaffe.TEST)
+    for name, r in RATIOS.items():
+        w = net.params[name][0].data
+        m = magnitude_mask(w, r)
+        w[...] = np.where(m != 0, w, np.float32(0))
+        WeightSharing(w, m, 256 if name.startswith("conv") else 32).quantize(w)
+    path = str(d / "lenet.caffemodel")
+    net.save(path)
+    return net, path, d
+
+
+def blobs(path):
+    return {lp.name: [io.blob_to_array(b) for b in lp.blobs] for lp in io.read_weights(path).layer
+            if len(lp.blobs)}
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "minicaffe.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def test_round_trip_is_bit_exact_and_small(compressed_lenet):
+    net, path, d = compressed_lenet
+    r = run("compress", f"--model={LENET}", f"--weights={path}", "-o", str(d / "l.mcz"))
+    assert r.returncode == 0, r.stderr
+    assert "total" in r.stdout and "bits/w" in r.stdout
+    r = run("decompress", str(d / "l.mcz"), "-o", str(d / "back.caffemodel"))
+    assert r.returncode == 0, r.stderr
+    a, b = blobs(path), blobs(str(d / "back.caffemodel"))
+    assert a.keys() == b.keys()
+    for name in a:
+        for x, y in zip(a[name], b[name]):
+            assert x.shape == y.shape
+            np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
+    assert os.path.getsize(path) / os.path.getsize(d / "l.mcz") > 20
+
+
+def test_net_and_inspect_read_mcz(compressed_lenet):
+    net, path, d = compressed_lenet
+    out = str(d / "n.mcz")
+    mcz.write(out, io.read_weights(path))
+    other = minicaffe.Net(LENET, out, minicaffe.TEST)
+    x = np.random.rand(64, 1, 28, 28).astype(np.float32)
+    np.testing.assert_array_equal(other.forward(data=x)["prob"], net.forward(data=x)["prob"].copy())
+    r = run("inspect", out)
+    assert r.returncode == 0 and "ip1" in r.stdout and "90.00%" in r.stdout
+
+
+def test_float16_only_for_dense_blobs(tmp_path):
+    net = minicaffe.Net(LENET, minicaffe.TEST)
+    p = net.to_proto()
+    data, _ = mcz.encode(p, float16=True)
+    back = mcz.decode(data)
+    w = io.blob_to_array(back.layer[0].blobs[0])
+    assert np.allclose(w, net.params["conv1"][0].data, atol=1e-3)
+    assert len(data) < 0.55 * len(p.SerializeToString())
+
+
+def hostile(compressed_lenet):
+    net, path, d = compressed_lenet
+    good, _ = mcz.encode(io.read_weights(path))
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x40
+
+    def recrc(b):
+        return b + struct.pack("<I", zlib.crc32(b))
+    body = good[:-4]
+    # a header that claims 10^12 weights in the first blob (checksum fixed up, so only the bounds check stops it)
+    name_len = struct.unpack("<H", body[12:14])[0]
+    off = 14 + name_len
+    type_len = struct.unpack("<H", body[off:off + 2])[0]
+    off += 2 + type_len + 1     # blob count
+    huge = bytearray(body)
+    assert huge[off] == 4                       # conv1's weights: 4 axes
+    huge[off + 1:off + 17] = struct.pack("<IIII", 1000000, 1000000, 1, 1)
+    more_layers = bytearray(body)
+    more_layers[8:12] = struct.pack("<I", 5)
+    fewer = bytearray(body)
+    fewer[8:12] = struct.pack("<I", 3)
+    return {
+        "truncated": (good[:len(good) // 3], "checksum|truncated"),
+        "flipped": (bytes(flipped), "checksum"),
+        "magic": (b"XXXX" + good[4:], "wrong magic"),
+        "huge": (recrc(bytes(huge)), "more than the file can hold|truncated"),
+        "layers+": (recrc(bytes(more_layers)), "truncated|layer"),
+        "layers-": (recrc(bytes(fewer)), "layer count"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated", "flipped", "magic", "huge", "layers+", "layers-"])
+def test_hostile_files_fail_cleanly(compressed_lenet, case):
+    data, msg = hostile(compressed_lenet)[case]
+    d = compressed_lenet[2]
+    p = d / f"{case}.mcz"
+    p.write_bytes(data)
+    r = run("decompress", str(p), "-o", str(d / "x.caffemodel"))
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and __import__("re").search(msg, lines[0]), r.stderr
+
+
+def test_layer_set_must_match_the_net(compressed_lenet, tmp_path):
+    net, path, d = compressed_lenet
+    p = io.read_weights(path)
+    del p.layer[-2]          # drop a layer with weights
+    mcz.write(str(tmp_path / "short.mcz"), p)
+    r = run("test", f"--model={LENET}", f"--weights={tmp_path}/short.mcz", "--iterations=1")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "compressed model has 3 layer(s)" in r.stderr
