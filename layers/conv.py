@@ -2,6 +2,8 @@
 import numpy as np
 
 from minicaffe import kernels
+from minicaffe import minicaffe_pb2 as pb
+from minicaffe.sparse import SparseChooser
 from minicaffe.filler import fill
 from minicaffe.layer import Layer, register
 
@@ -130,7 +132,13 @@ class Convolution(ConvBase):
                 col = self._buf("_col", (ck, nb, p))
                 kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col)
                 out = self._buf("_out", (m, nb * p))
-                group_matmul(w2, col.reshape(ck, nb * p), out, self.group)
+                col2 = col.reshape(ck, nb * p)
+                if self.phase == pb.TEST and self.group == 1:
+                    if not hasattr(self, "sparse"):
+                        self.sparse = SparseChooser()
+                    self.sparse.run(self, w2, col2, out, lambda: np.matmul(w2, col2, out=out))
+                else:
+                    group_matmul(w2, col2, out, self.group)
                 t.data[s:e] = out.reshape(m, nb, self.oh, self.ow).transpose(1, 0, 2, 3)
             if self.bias_term:
                 t.data += self.blobs[1].data[None, :, None, None]

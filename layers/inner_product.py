@@ -1,7 +1,9 @@
 """InnerProduct: y = x W^T + b over the axes from `axis` on, one GEMM."""
 import numpy as np
 
+from minicaffe import minicaffe_pb2 as pb
 from minicaffe.filler import fill
+from minicaffe.sparse import SparseChooser
 from minicaffe.layer import Layer, canonical_axis, prod, register
 
 
@@ -42,7 +44,16 @@ class InnerProduct(Layer):
         x = bottom[0].data.reshape(-1, self.k)
         w = self.weights()
         y = top[0].data.reshape(-1, self.num_output)
-        np.matmul(x, w if self.transpose else w.T, out=y)
+        if self.phase == pb.TEST and not self.transpose:
+            # y^T = W x^T: the weight on the left, so a CSR weight can stand in for it
+            if not hasattr(self, "sparse"):
+                self.sparse = SparseChooser()
+            xt = np.ascontiguousarray(x.T)
+            yt = np.empty((self.num_output, x.shape[0]), np.float32)
+            self.sparse.run(self, w, xt, yt, lambda: np.matmul(w, xt, out=yt))
+            y[...] = yt.T
+        else:
+            np.matmul(x, w if self.transpose else w.T, out=y)
         if self.bias_term:
             y += self.blobs[1].data
 

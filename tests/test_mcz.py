@@ -131,3 +131,29 @@ def test_layer_set_must_match_the_net(compressed_lenet, tmp_path):
     r = run("test", f"--model={LENET}", f"--weights={tmp_path}/short.mcz", "--iterations=1")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "compressed model has 3 layer(s)" in r.stderr
+
+
+@pytest.mark.parametrize("text,shape", [
+    ('type: "CmpInnerProduct" inner_product_param { num_output: 30 sparse_ratio: 0.9 '
+     'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }', (5, 40)),
+    ('type: "CmpConvolution" convolution_param { num_output: 6 kernel_size: 3 pad: 1 sparse_ratio: 0.8 '
+     'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }', (2, 4, 7, 7))])
+def test_sparse_inference_matches_dense(text, shape):
+    """Both products give the same outputs, whichever the measurement picks."""
+    from gradcheck import forward, make_layer
+    from minicaffe import minicaffe_pb2 as pb
+    x = np.random.RandomState(0).randn(*shape).astype(np.float32)
+    layer, bottom, top = make_layer(text, [x], phase=pb.TEST)
+    results = {}
+    for path in ("dense", "sparse"):
+        forward(layer, bottom, top)
+        layer.sparse.choice = {k: path for k in layer.sparse.choice}
+        forward(layer, bottom, top)
+        assert layer.path == path
+        results[path] = top[0].data.copy()
+    np.testing.assert_allclose(results["sparse"], results["dense"], rtol=1e-5, atol=1e-5)
+    train, tb, tt = make_layer(text, [x], phase=pb.TRAIN)
+    train.blobs[0].data[...] = layer.blobs[0].data
+    train.blobs[1].data[...] = layer.blobs[1].data
+    forward(train, tb, tt)
+    np.testing.assert_allclose(results["sparse"], tt[0].data, rtol=1e-5, atol=1e-5)

@@ -16,3 +16,7 @@ python $D/report.py "dense" $D/lenet_iter_2000.caffemodel \
   "pruned, no finetune" $D/lenet_pruned_no_finetune.caffemodel \
   "pruned + finetuned" $D/lenet_pruned_iter_1000.caffemodel \
   "shared + finetuned" $D/lenet_compressed.caffemodel
+echo
+minicaffe compress --model=$D/lenet_train_test.prototxt --weights=$D/lenet_compressed.caffemodel \
+  -o $D/lenet_compressed.mcz
+echo "caffemodel: $(stat -c %s $D/lenet_compressed.caffemodel) bytes, .mcz: $(stat -c %s $D/lenet_compressed.mcz) bytes"

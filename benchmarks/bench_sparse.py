@@ -1,0 +1,71 @@
+"""Dense vs sparse (CSR) forward products at several sparsities, and the pruned digits LeNet's
+whole forward pass with the sparse path allowed or not. Prints figures; never asserts."""
+import os
+import sys
+import time
+
+import numpy as np
+
+from minicaffe import log, sparse
+from minicaffe.sparse import CSR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def best_ms(f, reps=10):
+    f()
+    t = []
+    for _ in range(reps):
+        s = time.perf_counter()
+        f()
+        t.append(time.perf_counter() - s)
+    return min(t) * 1e3
+
+
+def product_table():
+    rs = np.random.RandomState(0)
+    # (label, weight rows M, columns K, right-hand columns P)
+    shapes = [("ip 800x500", 500, 800, 1), ("ip 800x500", 500, 800, 64),
+              ("ip 1024x4096", 4096, 1024, 1), ("ip 1024x4096", 4096, 1024, 64),
+              ("lenet conv2", 50, 500, 64 * 64), ("cifar_quick conv2", 32, 800, 100 * 256),
+              ("cifar_quick conv3", 64, 800, 100 * 64)]
+    print(f"{'product':<18} {'P':>6} {'sparsity':>8} {'dense ms':>9} {'sparse ms':>10} {'speed-up':>8}")
+    for label, m, k, p in shapes:
+        x = rs.randn(k, p).astype(np.float32)
+        out = np.empty((m, p), np.float32)
+        for s in (0.0, 0.5, 0.8, 0.9, 0.95):
+            w = rs.randn(m, k).astype(np.float32)
+            w[rs.rand(m, k) < s] = 0
+            csr = CSR(w)
+            d = best_ms(lambda: np.matmul(w, x, out=out))
+            sp = best_ms(lambda: csr.matmul(x, out))
+            print(f"{label:<18} {p:>6} {100 * s:>7.0f}% {d:>9.3f} {sp:>10.3f} {d / sp:>7.2f}x")
+
+
+def lenet_table():
+    import minicaffe
+    weights = os.path.join(ROOT, "models/digits/lenet_compressed.caffemodel")
+    if not os.path.exists(weights):
+        print("\n(models/digits/lenet_compressed.caffemodel missing: run models/digits/prune_finetune.sh)")
+        return
+    print(f"\npruned digits LeNet, whole forward pass\n{'batch':>5} {'dense ms':>9} {'sparse allowed ms':>18} {'speed-up':>8}  paths")
+    for batch in (1, 64):
+        net = minicaffe.Net(os.path.join(ROOT, "models/lenet/lenet.prototxt"), weights, minicaffe.TEST)
+        x = np.random.rand(batch, 1, 28, 28).astype(np.float32)
+        net.blobs["data"].reshape(x.shape)
+        net.blobs["data"].data[...] = x
+        sparse.MIN_SPARSITY = 2.0           # never sparse
+        d = best_ms(lambda: net.forward_from_to())
+        net = minicaffe.Net(os.path.join(ROOT, "models/lenet/lenet.prototxt"), weights, minicaffe.TEST)
+        net.blobs["data"].reshape(x.shape)
+        net.blobs["data"].data[...] = x
+        sparse.MIN_SPARSITY = 0.5
+        s = best_ms(lambda: net.forward_from_to())
+        paths = " ".join(f"{n}:{getattr(l, 'path', '-')}" for n, l in net.layer_dict.items() if l.blobs)
+        print(f"{batch:>5} {d:>9.3f} {s:>18.3f} {d / s:>7.2f}x  {paths}")
+
+
+if __name__ == "__main__":
+    log.quiet = True
+    product_table()
+    lenet_table()
