@@ -10,7 +10,7 @@ NET = "models/digits/lenet_train_test.prototxt"
 LAYERS = ["conv1", "conv2", "ip1", "ip2"]
 
 
-def accuracy(net, batches=3):
+def accuracy(net, batches=1):
     return float(np.mean([float(net.forward()["accuracy"]) for _ in range(batches)]))
 
 
