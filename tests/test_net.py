@@ -117,3 +117,28 @@ def test_weight_shape_mismatch(tmp_path):
     p.layer[1].blobs[0].data.extend([0.0] * 25)
     with pytest.raises(CaffeError, match=r"conv1.*\(21, 1, 5, 5\).*\(20, 1, 5, 5\)"):
         net.copy_trained_layers_from(p)
+
+
+@pytest.mark.parametrize("path", sorted(
+    os.path.join("models", d, f) for d in ("lenet", "cifar10", "digits")
+    for f in os.listdir(os.path.join(ROOT, "models", d)) if f.endswith(".prototxt") and "solver" not in f))
+def test_shipped_nets_build(path):
+    """Every net in models/ builds (data layers stood in for), and its Cmp layers prune as declared."""
+    from minicaffe.tools.time import stand_in_data
+    for phase in (pb.TRAIN, pb.TEST):
+        param = io.read_net(os.path.join(ROOT, path))
+        param.state.phase = phase
+        net = minicaffe.Net(stand_in_data(param, phase, 0, []), phase)
+        for lp in net.param.layer:
+            if lp.type.startswith("Cmp"):
+                p = lp.convolution_param if "Conv" in lp.type else lp.inner_product_param
+                w = net.params[lp.name][0].data
+                assert (w == 0).sum() >= int(w.size * p.sparse_ratio)
+
+
+@pytest.mark.parametrize("path", sorted(
+    os.path.join("models", d, f) for d in ("lenet", "cifar10", "digits")
+    for f in os.listdir(os.path.join(ROOT, "models", d)) if "solver" in f and f.endswith(".prototxt")))
+def test_shipped_solvers_parse(path):
+    sp = io.read_solver(os.path.join(ROOT, path))
+    assert sp.max_iter > 0 and os.path.exists(os.path.join(ROOT, sp.net))
