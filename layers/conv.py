@@ -83,12 +83,8 @@ class ConvBase(Layer):
                 raise self.error(f"bottom shape {b.shape} does not have the {self.channels} "
                                  "channels the layer was set up with")
 
-    def weights(self):
-        """The weights the computation uses; Cmp layers substitute masked/shared ones."""
-        return self.blobs[0].data
-
     def weight_grad_hook(self, dw):
-        """Where Cmp layers mask the weight gradient."""
+        """Where Cmp layers mask (and share) the weight gradient."""
 
     def _buf(self, name, shape):
         b = getattr(self, name, None)
@@ -125,7 +121,7 @@ class Convolution(ConvBase):
         p = self.oh * self.ow
         ck = c * self.kh * self.kw
         m = self.num_output
-        w2 = self.weights().reshape(m, -1)
+        w2 = self.blobs[0].data.reshape(m, -1)
         for b, t in zip(bottom, top):
             for s, e in self.chunks(n, ck, p):
                 nb = e - s
@@ -149,7 +145,7 @@ class Convolution(ConvBase):
         ck = c * self.kh * self.kw
         m, g = self.num_output, self.group
         ko = ck // g
-        wts = self.weights().reshape(m, -1)
+        wts = self.blobs[0].data.reshape(m, -1)
         dw = np.zeros((m, ko), np.float32)
         part = np.empty((m, ko), np.float32)
         for i, (b, t) in enumerate(zip(bottom, top)):
@@ -192,7 +188,7 @@ class Deconvolution(ConvBase):
 
     def _weights_as_conv(self):
         """(C_in, M/g, k, k) seen as conv weights from M to C_in: rows = C_in, cols = M/g*k*k."""
-        return self.weights().reshape(self.channels, -1)
+        return self.blobs[0].data.reshape(self.channels, -1)
 
     def forward(self, bottom, top):
         n, c, h, w = bottom[0].shape

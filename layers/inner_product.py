@@ -34,15 +34,12 @@ class InnerProduct(Layer):
                              "the weights were made for")
         top[0].reshape(shape[:self.axis] + (self.num_output,))
 
-    def weights(self):
-        return self.blobs[0].data
-
     def weight_grad_hook(self, dw):
-        pass
+        """Where Cmp layers mask (and share) the weight gradient."""
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(-1, self.k)
-        w = self.weights()
+        w = self.blobs[0].data
         y = top[0].data.reshape(-1, self.num_output)
         if self.phase == pb.TEST and not self.transpose:
             # y^T = W x^T: the weight on the left, so a CSR weight can stand in for it
@@ -66,5 +63,5 @@ class InnerProduct(Layer):
         if self.bias_term:
             self.blobs[1].diff += dy.sum(axis=0)
         if propagate_down[0]:
-            w = self.weights()
+            w = self.blobs[0].data
             np.matmul(dy, w.T if self.transpose else w, out=bottom[0].diff.reshape(-1, self.k))

@@ -100,7 +100,7 @@ class Net:
         force = self.param.force_backward
 
         for lp in self.param.layer:
-            if lp.HasField("phase") is False:
+            if not lp.HasField("phase"):
                 lp.phase = self.phase
             layer = create_layer(lp, self.phase)
             bottoms, bnames = [], []
@@ -239,10 +239,12 @@ class Net:
                     loss += w * float(t.data.sum(dtype=np.float64))
         return loss
 
-    def backward_from_to(self, start=None, end=0):
+    def backward_from_to(self, start=None, end=0, seed_loss=True):
+        """Backward from layer `start` down to `end`; the loss tops' diffs start as their weights."""
         start = len(self.layers) - 1 if start is None else start
-        for t, w in self.loss_tops:
-            t.diff[...] = w
+        if seed_loss:
+            for t, w in self.loss_tops:
+                t.diff[...] = w
         for i in range(start, end - 1, -1):
             if self.layer_need_backward[i]:
                 self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
@@ -289,13 +291,7 @@ class Net:
             self.blobs[name].diff[...] = value
         s = self._index(start, len(self.layers) - 1)
         e = self._index(end, 0)
-        if top_diffs:
-            for i in range(s, e - 1, -1):
-                if self.layer_need_backward[i]:
-                    self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
-                                            self.bottom_vecs[i])
-        else:
-            self.backward_from_to(s, e)
+        self.backward_from_to(s, e, seed_loss=not top_diffs)
         names = self.bottom_names[e] if end is not None else self.inputs
         names = list(names) + [d for d in (diffs or []) if d not in names]
         return {n: self.blobs[n].diff for n in names}
