@@ -1,6 +1,7 @@
 """The Solver: builds the train and test nets, runs iterations, tests, snapshots and restores."""
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -41,6 +42,7 @@ class Solver:
         self.smoothed_loss = 0.0
         self.effects = {"SIGINT": sigint_effect, "SIGHUP": sighup_effect}
         self.requested = None
+        self.progress = False      # the CLI turns it on when stderr is a terminal
         log.info(f"Solver type {sp.type}; Learning Rate Policy: {sp.lr_policy}")
 
     # ------------------------------------------------------------ nets
@@ -133,6 +135,11 @@ class Solver:
                     self._log_outputs(self.net, "Train", [self.net.blobs[n].data for n in self.net.outputs])
                 self.apply_update()
                 self.iter += 1
+                if self.progress:
+                    done = (self.iter - start_iter) / max(iters, 1)
+                    bar = "#" * int(30 * done)
+                    sys.stderr.write(f"\r[{bar:<30}] {self.iter}/{stop_iter} loss {self.smoothed_loss:.4g} ")
+                    sys.stderr.flush()
                 request, self.requested = self.requested, None
                 if (sp.snapshot and self.iter % sp.snapshot == 0) or request == "snapshot":
                     self.snapshot()
@@ -140,6 +147,8 @@ class Solver:
                     self.requested = "stop"
                     break
         finally:
+            if self.progress:
+                sys.stderr.write("\n")
             for s, h in old.items():
                 signal.signal(s, h)
 

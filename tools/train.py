@@ -1,4 +1,6 @@
 """minicaffe train: caffe train --solver=S [--weights=A,B | --snapshot=X.solverstate]."""
+import sys
+
 from minicaffe import io, log
 from minicaffe.errors import CaffeError
 from minicaffe.solvers import Solver
@@ -27,6 +29,7 @@ def run(a):
         sp.train_state.stage.append(s)
     solver = Solver(sp, sigint_effect=a.sigint_effect, sighup_effect=a.sighup_effect)
     solver.source = a.solver
+    solver.progress = sys.stderr.isatty()     # a progress bar for people, never in logs
     weights = [w for w in a.weights.split(",") if w] or list(sp.weights)
     for w in weights:
         log.info(f"Finetuning from {w}")
