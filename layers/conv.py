@@ -135,9 +135,9 @@ class Convolution(ConvBase):
                     self.sparse.run(self, w2, col2, out, lambda: np.matmul(w2, col2, out=out))
                 else:
                     group_matmul(w2, col2, out, self.group)
+                if self.bias_term:     # while the block is in cache
+                    out += self.blobs[1].data[:, None]
                 t.data[s:e] = out.reshape(m, nb, self.oh, self.ow).transpose(1, 0, 2, 3)
-            if self.bias_term:
-                t.data += self.blobs[1].data[None, :, None, None]
 
     def backward(self, top, propagate_down, bottom):
         n, c, h, w = bottom[0].shape
