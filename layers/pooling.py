@@ -72,7 +72,8 @@ class Pooling(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data
         if self.method == PP.MAX:
-            self.argmax = np.empty(top[0].shape, np.int32)
+            if getattr(self, "argmax", None) is None or self.argmax.shape != top[0].shape:
+                self.argmax = np.empty(top[0].shape, np.int32)
             kernels.max_pool_fwd(x, *self.geometry(), top[0].data, self.argmax)
             if len(top) == 2:
                 top[1].data[...] = self.argmax
