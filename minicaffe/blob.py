@@ -43,12 +43,5 @@ class Blob:
             self.data = np.zeros(shape, np.float32)
             self.diff = np.zeros(shape, np.float32)
 
-    def share(self, other):
-        """Make this blob use another's arrays (Caffe's ShareData + ShareDiff)."""
-        self.data, self.diff = other.data, other.diff
-
-    def count_from(self, start, end=None):
-        return int(np.prod(self.data.shape[start:end], dtype=np.int64))
-
     def __repr__(self):
         return f"Blob{self.data.shape}"

@@ -343,8 +343,6 @@ class Net:
                     raise CaffeError(f"layer '{name}' blob {i}: shape {a.shape} in the test net, "
                                      f"{b.shape} in the train net")
             layer.blobs[:] = src.blobs
-            if hasattr(src, "share_state_with"):
-                src.share_state_with(layer)
             self.layer_params[name] = layer.blobs
 
     def to_proto(self, write_diff=False):

@@ -46,9 +46,6 @@ class Solver:
         log.info(f"Solver type {sp.type}; Learning Rate Policy: {sp.lr_policy}")
 
     # ------------------------------------------------------------ nets
-    def _read(self, path):
-        return io.read_net(path)
-
     def _train_net_param(self):
         sp = self.param
         given = [f for f in ("train_net_param", "train_net", "net_param", "net") if sp.HasField(f)]
@@ -56,7 +53,7 @@ class Solver:
             raise CaffeError(f"{self.source}: the solver must name exactly one train net "
                              f"(train_net, train_net_param, net or net_param); found {given or 'none'}")
         f = given[0]
-        p = getattr(sp, f) if f.endswith("_param") else self._read(getattr(sp, f))
+        p = getattr(sp, f) if f.endswith("_param") else io.read_net(getattr(sp, f))
         out = pb.NetParameter()
         out.CopyFrom(p)
         state = pb.NetState(phase=pb.TRAIN)
@@ -68,9 +65,9 @@ class Solver:
 
     def _test_net_params(self):
         sp = self.param
-        nets = list(sp.test_net_param) + [self._read(p) for p in sp.test_net]
+        nets = list(sp.test_net_param) + [io.read_net(p) for p in sp.test_net]
         generic = sp.net_param if sp.HasField("net_param") else (
-            self._read(sp.net) if sp.HasField("net") else None)
+            io.read_net(sp.net) if sp.HasField("net") else None)
         if generic is not None:
             nets += [generic] * max(0, len(sp.test_iter) - len(nets))
         if len(sp.test_iter) != len(nets):
