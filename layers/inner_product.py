@@ -2,6 +2,7 @@
 import numpy as np
 
 from minicaffe import minicaffe_pb2 as pb
+from minicaffe import sparse
 from minicaffe.filler import fill
 from minicaffe.sparse import SparseChooser
 from minicaffe.layer import Layer, canonical_axis, prod, register
@@ -41,7 +42,7 @@ class InnerProduct(Layer):
         x = bottom[0].data.reshape(-1, self.k)
         w = self.blobs[0].data
         y = top[0].data.reshape(-1, self.num_output)
-        if self.phase == pb.TEST and not self.transpose:
+        if self.phase == pb.TEST and not self.transpose and (w == 0).mean() >= sparse.MIN_SPARSITY:
             # y^T = W x^T: the weight on the left, so a CSR weight can stand in for it
             if not hasattr(self, "sparse"):
                 self.sparse = SparseChooser()
@@ -50,6 +51,7 @@ class InnerProduct(Layer):
             self.sparse.run(self, w, xt, yt, lambda: np.matmul(w, xt, out=yt))
             y[...] = yt.T
         else:
+            self.path = "dense"
             np.matmul(x, w if self.transpose else w.T, out=y)
         if self.bias_term:
             y += self.blobs[1].data
