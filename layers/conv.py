@@ -138,6 +138,8 @@ class Convolution(ConvBase):
                 if self.bias_term:     # while the block is in cache
                     out += self.blobs[1].data[:, None]
                 t.data[s:e] = out.reshape(m, nb, self.oh, self.ow).transpose(1, 0, 2, 3)
+        # the buffer now holds the columns of the last bottom's last block
+        self._last_col = (len(bottom) - 1, s, e, bottom[-1].data.ctypes.data)
 
     def backward(self, top, propagate_down, bottom):
         n, c, h, w = bottom[0].shape
@@ -148,11 +150,15 @@ class Convolution(ConvBase):
         wts = self.blobs[0].data.reshape(m, -1)
         dw = np.zeros((m, ko), np.float32)
         part = np.empty((m, ko), np.float32)
-        for i, (b, t) in enumerate(zip(bottom, top)):
-            for s, e in self.chunks(n, ck, p):
+        # last block first: forward left its columns in the buffer, so they need no im2col
+        for i in range(len(bottom) - 1, -1, -1):
+            b, t = bottom[i], top[i]
+            for s, e in reversed(self.chunks(n, ck, p)):
                 nb = e - s
                 col = self._buf("_col", (ck, nb, p))
-                kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col)
+                if getattr(self, "_last_col", None) != (i, s, e, b.data.ctypes.data):
+                    kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col)
+                self._last_col = None
                 col2 = col.reshape(ck, nb * p)
                 dy = self._buf("_dy", (m, nb, p))
                 dy[...] = t.diff[s:e].reshape(nb, m, p).transpose(1, 0, 2)

@@ -103,3 +103,12 @@ def test_convolution_in_blocks_of_images(monkeypatch):
     forward(layer, bottom, top)
     np.testing.assert_allclose(top[0].data, whole, rtol=1e-5, atol=1e-6)
     check_gradient(text, [x])
+
+
+def test_convolution_two_bottoms_in_blocks(monkeypatch):
+    """Two bottoms share the weights; backward must rebuild the columns the forward buffer lost."""
+    from minicaffe.layers import conv
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    rs = np.random.RandomState(6)
+    a, b = rs.randn(3, 2, 5, 5).astype(np.float32), rs.randn(3, 2, 5, 5).astype(np.float32)
+    check_gradient(CONV.format(m=3, k=3, s=1, p=1, d=1, g=1, bias="true"), [a, b], n_top=2)
