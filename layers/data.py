@@ -27,10 +27,8 @@ class BatchSource(Layer):
         self.open()
         self.batch_index = 0
         self.queue = None
-        data, label = self.make_batch(0)
-        top[0].reshape(data.shape)
-        if len(top) > 1:
-            top[1].reshape(label.shape)
+        for t, a in zip(top, self.make_batch(0)):
+            t.reshape(a.shape)
 
     def reshape(self, bottom, top):
         pass
@@ -70,13 +68,10 @@ class BatchSource(Layer):
         item = self.queue.get()
         if isinstance(item, Exception):
             raise item
-        data, label = item
         self.batch_index += 1
-        top[0].reshape(data.shape)
-        top[0].data[...] = data
-        if len(top) > 1:
-            top[1].reshape(label.shape)
-            top[1].data[...] = label
+        for t, a in zip(top, item):      # one array per top: data, label, or HDF5 datasets
+            t.reshape(a.shape)
+            t.data[...] = a
 
     def batch_rng(self, k):
         return np.random.default_rng([self.seed, k])
@@ -211,16 +206,7 @@ class HDF5Data(BatchSource):
     def make_batch(self, k):
         p = self.param.hdf5_data_param
         idx = self.indices(k, len(self.arrays[0]), p.batch_size, 0, p.shuffle)
-        out = [a[idx] for a in self.arrays]
-        return out[0], out[1] if len(out) > 1 else None
-
-    def forward(self, bottom, top):
-        p = self.param.hdf5_data_param
-        idx = self.indices(self.batch_index, len(self.arrays[0]), p.batch_size, 0, p.shuffle)
-        self.batch_index += 1
-        for t, a in zip(top, self.arrays):
-            t.reshape(a[idx].shape)
-            t.data[...] = a[idx]
+        return tuple(a[idx] for a in self.arrays)
 
 
 @register("MemoryData")

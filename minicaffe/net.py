@@ -92,6 +92,7 @@ class Net:
         self.layers, self._layer_names = [], []
         self.bottom_vecs, self.top_vecs, self.bottom_names, self.top_names = [], [], [], []
         self.loss_tops = []        # (blob, weight)
+        self.blob_loss_weights = {}
         owners = {}                # shared param name -> (layer, index, blob)
         self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
         self.layer_params = OrderedDict()
@@ -207,9 +208,10 @@ class Net:
             raise CaffeError(f"layer '{lp.name}': loss_weight must be given once per top "
                              f"({len(tops)}), got {len(weights)}")
         layer.loss_weights = weights
-        for t, w in zip(tops, weights):
+        for name, t, w in zip(lp.top, tops, weights):
             if w:
                 self.loss_tops.append((t, w))
+                self.blob_loss_weights[name] = w
 
     @property
     def params(self):
@@ -265,6 +267,23 @@ class Net:
             if hasattr(layer, "set_input_arrays"):
                 return layer.set_input_arrays(data, labels)
         raise CaffeError("the net has no MemoryData layer")
+
+    def average_outputs(self, iterations, each=None):
+        """Mean loss and mean of every output over `iterations` forward passes (caffe test, solver
+        test); `each(i, values)` sees every pass."""
+        sums, loss = None, 0.0
+        for i in range(iterations):
+            loss += self.forward_from_to()
+            vals = [self.blobs[n].data.astype(np.float64).ravel().copy() for n in self.outputs]
+            if each:
+                each(i, vals)
+            sums = vals if sums is None else [a + v for a, v in zip(sums, vals)]
+        return loss / iterations, [a / iterations for a in sums or []]
+
+    def output_line(self, name, x):
+        """`name = x`, with the loss it contributes when the blob has a loss weight, as Caffe logs it."""
+        w = self.blob_loss_weights.get(name, 0)
+        return f"{name} = {x:.6g}" + (f" (* {w:g} = {w * x:.6g} loss)" if w else "")
 
     def clear_param_diffs(self):
         for b in self.learnable_params:

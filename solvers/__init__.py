@@ -1,19 +1,11 @@
 """Caffe's solvers: one Solver class whose update rule is chosen by `type:` in the solver file."""
-import numpy as np
-
 from .solver import Solver, get_solver  # noqa: F401
 
 
 def _typed(name):
+    """pycaffe's SGDSolver(path) & co.: the given update rule, whatever the file says."""
     def make(path, **kw):
-        s = Solver(path, **kw)
-        if s.param.type != name:
-            s.param.type = name
-            from .updates import RULES
-            s.rule = RULES[name](s.param)
-            s.history = [[np.zeros_like(b.data) for _ in range(s.rule.n_history)]
-                         for b in s.net.learnable_params]
-        return s
+        return Solver(path, solver_type=name, **kw)
     make.__name__ = f"{name}Solver"
     return make
 

@@ -19,12 +19,14 @@ ACTIONS = ("stop", "snapshot", "none")
 
 
 class Solver:
-    def __init__(self, solver, sigint_effect="stop", sighup_effect="snapshot"):
+    def __init__(self, solver, sigint_effect="stop", sighup_effect="snapshot", solver_type=None):
         if isinstance(solver, pb.SolverParameter):
             self.param, self.source = solver, "<solver>"
         else:
             self.param, self.source = io.read_solver(str(solver)), str(solver)
         sp = self.param
+        if solver_type:
+            sp.type = solver_type
         if sp.type not in RULES:
             raise CaffeError(f"unknown solver type '{sp.type}' (known: {', '.join(RULES)})")
         self.rule = RULES[sp.type](sp)
@@ -181,15 +183,9 @@ class Solver:
 
     def _log_outputs(self, net, kind, values):
         idx = 0
-        weights = {}
-        for layer, names in zip(net.layers, net.top_names):
-            for n, w in zip(names, layer.loss_weights):
-                weights[n] = w
         for name, v in zip(net.outputs, values):
             for x in np.asarray(v).ravel():
-                w = weights.get(name, 0)
-                extra = f" (* {w:g} = {w * x:.6g} loss)" if w else ""
-                log.info(f"    {kind} net output #{idx}: {name} = {x:.6g}{extra}")
+                log.info(f"    {kind} net output #{idx}: {net.output_line(name, x)}")
                 idx += 1
 
     def apply_update(self):
@@ -232,16 +228,9 @@ class Solver:
     def test(self, i):
         sp, net = self.param, self.test_nets[i]
         log.info(f"Iteration {self.iter}, Testing net (#{i})")
-        scores, loss = None, 0.0
-        for _ in range(sp.test_iter[i]):
-            iter_loss = net.forward_from_to()
-            if sp.test_compute_loss:
-                loss += iter_loss
-            vals = [net.blobs[n].data.astype(np.float64).ravel().copy() for n in net.outputs]
-            scores = vals if scores is None else [s + v for s, v in zip(scores, vals)]
+        loss, means = net.average_outputs(sp.test_iter[i])
         if sp.test_compute_loss:
-            log.info(f"Test loss: {loss / sp.test_iter[i]:.6g}")
-        means = [s / sp.test_iter[i] for s in (scores or [])]
+            log.info(f"Test loss: {loss:.6g}")
         self._log_outputs(net, "Test", means)
         return dict(zip(net.outputs, means))
 

@@ -33,7 +33,5 @@ def run(a):
     weights = [w for w in a.weights.split(",") if w] or list(sp.weights)
     for w in weights:
         log.info(f"Finetuning from {w}")
-        solver.net.copy_trained_layers_from(w)
-        for tn in solver.test_nets:
-            tn.share_trained_layers_with(solver.net)
+        solver.net.copy_trained_layers_from(w)     # in place: the test nets share these blobs
     solver.solve(a.snapshot or None)
