@@ -1,7 +1,6 @@
 """Dense vs sparse (CSR) forward products at several sparsities, and the pruned digits LeNet's
 whole forward pass with the sparse path allowed or not. Prints figures; never asserts."""
 import os
-import sys
 import time
 
 import numpy as np
