@@ -28,6 +28,7 @@ class Compressed:
             self.sharing.quantize(w.data)
 
     def weight_grad_hook(self, dw):
+        assert dw.flags.c_contiguous, "the hook works in place on a contiguous gradient"
         w = self.blobs[0]
         if w.mask is not None:
             dw *= w.mask.reshape(dw.shape)

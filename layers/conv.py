@@ -173,7 +173,7 @@ class Convolution(ConvBase):
                     # the column block is free now: reuse it for dcol
                     group_matmul(wts, dy2, col2, g, ta=True)
                     kernels.col2im(col, *self.geometry(), self.oh, self.ow, b.diff[s:e])
-        dw = dwt.reshape(g, ko, m // g).transpose(0, 2, 1).reshape(m, ko)
+        dw = np.ascontiguousarray(dwt.reshape(g, ko, m // g).transpose(0, 2, 1)).reshape(m, ko)
         self.weight_grad_hook(dw)
         self.blobs[0].diff += dw.reshape(self.blobs[0].shape)
 

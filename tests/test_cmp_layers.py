@@ -74,18 +74,19 @@ def test_loading_trained_weights_prunes_them(tmp_path):
     assert np.abs(dw[w == 0]).max() <= np.abs(dw[w != 0]).min()
 
 
-def test_weight_sharing_trains_the_shared_values(tmp_path):
-    net = CMP_NET.replace("sparse_ratio: 0.7", "sparse_ratio: 0.7 quantize_term: true class_num: 4")
+@pytest.mark.parametrize("name,ratio", [("ip1", 0.7), ("conv1", 0.5)])
+def test_weight_sharing_trains_the_shared_values(tmp_path, name, ratio):
+    net = CMP_NET.replace(f"sparse_ratio: {ratio}", f"sparse_ratio: {ratio} quantize_term: true class_num: 4")
     s = minicaffe.get_solver(write_tiny(tmp_path, "", net=net, max_iter=60, display=0, test_interval=0,
                                         weight_decay=0.001))
-    layer = s.net.layer_dict["ip1"]
+    layer = s.net.layer_dict[name]
     start = layer.sharing.initial.copy()
-    w0 = s.net.params["ip1"][0].data
+    w0 = s.net.params[name][0].data
     assert len(np.unique(w0[w0 != 0])) <= 4
     s.step(60)
-    w = s.net.params["ip1"][0].data
+    w = s.net.params[name][0].data
     values = np.unique(w[w != 0])
-    assert len(values) <= 4 and (w == 0).sum() == int(w.size * 0.7)
+    assert len(values) <= 4 and (w == 0).sum() == int(w.size * ratio)
     used = np.unique(layer.sharing.assign)
     moved = np.abs(layer.sharing.centroids_of(w)[used] - start[used])
     assert (moved > 1e-3).all()                               # every shared value trained
