@@ -14,7 +14,7 @@ from minicaffe.prune import magnitude_mask, WeightSharing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENET = os.path.join(ROOT, "models/lenet/lenet.prototxt")
-RATIOS = {"conv1": 0.33, "conv2": 0.8, "ip1": 0.9, "ip2": 0.8}
+RATIOS = {"conv1": 0.34, "conv2": 0.88, "ip1": 0.92, "ip2": 0.81}   # the digits recipe
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def test_round_trip_is_bit_exact_and_small(compressed_lenet):
         for x, y in zip(a[name], b[name]):
             assert x.shape == y.shape
             np.testing.assert_array_equal(x.view(np.uint32), y.view(np.uint32))
-    assert os.path.getsize(path) / os.path.getsize(d / "l.mcz") > 20
+    # the trained digits model gives 38x; these untrained weights give 50x
+    assert os.path.getsize(path) / os.path.getsize(d / "l.mcz") > 35
 
 
 def test_net_and_inspect_read_mcz(compressed_lenet):
@@ -66,7 +67,7 @@ def test_net_and_inspect_read_mcz(compressed_lenet):
     x = np.random.rand(64, 1, 28, 28).astype(np.float32)
     np.testing.assert_array_equal(other.forward(data=x)["prob"], net.forward(data=x)["prob"].copy())
     r = run("inspect", out)
-    assert r.returncode == 0 and "ip1" in r.stdout and "90.00%" in r.stdout
+    assert r.returncode == 0 and "ip1" in r.stdout and "92.00%" in r.stdout
 
 
 def test_float16_only_for_dense_blobs(tmp_path):
