@@ -3,6 +3,7 @@ whole forward pass with the sparse path allowed or not. Prints figures; never as
 import os
 import time
 
+import minicaffe  # before numpy: sets how OpenBLAS's threads wait (minicaffe/__init__.py)
 import numpy as np
 
 from minicaffe import log, sparse
@@ -42,7 +43,6 @@ def product_table():
 
 
 def lenet_table():
-    import minicaffe
     weights = os.path.join(ROOT, "models/digits/lenet_compressed.caffemodel")
     if not os.path.exists(weights):
         print("\n(models/digits/lenet_compressed.caffemodel missing: run models/digits/prune_finetune.sh)")

@@ -121,7 +121,13 @@ class Convolution(ConvBase):
         p = self.oh * self.ow
         ck = c * self.kh * self.kw
         m = self.num_output
-        w2 = self.blobs[0].data.reshape(m, -1)
+        w2 = self.blobs[0].peek.reshape(m, -1)
+        csr = None
+        if self.phase == pb.TEST and self.group == 1:
+            if not hasattr(self, "sparse"):
+                self.sparse = SparseChooser()
+            csr = self.sparse.csr_of(self.blobs[0], m)
+        self.path = "dense"
         for b, t in zip(bottom, top):
             for s, e in self.chunks(n, ck, p):
                 nb = e - s
@@ -129,14 +135,12 @@ class Convolution(ConvBase):
                 kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col)
                 out = self._buf("_out", (m, nb * p))
                 col2 = col.reshape(ck, nb * p)
-                if self.phase == pb.TEST and self.group == 1:
-                    if not hasattr(self, "sparse"):
-                        self.sparse = SparseChooser()
-                    self.sparse.run(self, w2, col2, out, lambda: np.matmul(w2, col2, out=out))
+                if csr is not None:
+                    self.sparse.run(self, csr, col2, out, lambda: np.matmul(w2, col2, out=out))
                 else:
                     group_matmul(w2, col2, out, self.group)
                 if self.bias_term:     # while the block is in cache
-                    out += self.blobs[1].data[:, None]
+                    out += self.blobs[1].peek[:, None]
                 t.data[s:e] = out.reshape(m, nb, self.oh, self.ow).transpose(1, 0, 2, 3)
         # the buffer now holds the columns of the last bottom's last block
         self._last_col = (len(bottom) - 1, s, e, bottom[-1].data.ctypes.data)

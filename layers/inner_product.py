@@ -2,7 +2,6 @@
 import numpy as np
 
 from minicaffe import minicaffe_pb2 as pb
-from minicaffe import sparse
 from minicaffe.filler import fill
 from minicaffe.sparse import SparseChooser
 from minicaffe.layer import Layer, canonical_axis, prod, register
@@ -40,21 +39,24 @@ class InnerProduct(Layer):
 
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(-1, self.k)
-        w = self.blobs[0].data
+        w = self.blobs[0].peek
         y = top[0].data.reshape(-1, self.num_output)
-        if self.phase == pb.TEST and not self.transpose and (w == 0).mean() >= sparse.MIN_SPARSITY:
-            # y^T = W x^T: the weight on the left, so a CSR weight can stand in for it
+        csr = None
+        if self.phase == pb.TEST and not self.transpose:
             if not hasattr(self, "sparse"):
                 self.sparse = SparseChooser()
+            csr = self.sparse.csr_of(self.blobs[0], self.num_output)
+        if csr is not None:
+            # y^T = W x^T: the weight on the left, so a CSR weight can stand in for it
             xt = np.ascontiguousarray(x.T)
             yt = np.empty((self.num_output, x.shape[0]), np.float32)
-            self.sparse.run(self, w, xt, yt, lambda: np.matmul(w, xt, out=yt))
+            self.sparse.run(self, csr, xt, yt, lambda: np.matmul(w, xt, out=yt))
             y[...] = yt.T
         else:
             self.path = "dense"
             np.matmul(x, w if self.transpose else w.T, out=y)
         if self.bias_term:
-            y += self.blobs[1].data
+            y += self.blobs[1].peek
 
     def backward(self, top, propagate_down, bottom):
         x = bottom[0].data.reshape(-1, self.k)

@@ -2,18 +2,34 @@
 
 im2col lays the columns out as (C*KH*KW, N, OH*OW) so that a whole batch is one GEMM and the
 only transposes are of the (small) outputs, never of the column matrix.
+
+Each kernel is a body over a range of rows or planes (`_name(lo, hi, ...)`), run on one thread
+for small arrays and split over the threads (`_name_mt`) for large ones: with Numba's threads
+waiting passively (minicaffe/__init__.py), waking them costs ~30 us, more than a batch-1 im2col
+takes on one thread (3 us for LeNet's conv1).
 """
 import numba as nb
 import numpy as np
 
-jit = nb.njit(cache=True, parallel=True, fastmath=False, nogil=True)
+jit = nb.njit(cache=True, fastmath=False, nogil=True)
+jit_mt = nb.njit(cache=True, parallel=True, nogil=True)
+SERIAL_BELOW = 1 << 15     # elements written; measured break-even is 20-50 k
+
+
+def _run(body, body_mt, n, size, *args):
+    """body over n rows or planes that write `size` elements: on this thread, or split."""
+    nt = 1 if size < SERIAL_BELOW else min(nb.get_num_threads(), n)
+    if nt == 1:
+        body(0, n, *args)
+    else:
+        body_mt(nt, n, *args)
 
 
 @jit
-def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
+def _im2col(lo, hi, x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
     n_img, c_in, h, w = x.shape
     kk = kh * kw
-    for row in nb.prange(c_in * kk):
+    for row in range(lo, hi):
         c = row // kk
         ki = (row % kk) // kw
         kj = row % kw
@@ -34,10 +50,10 @@ def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
 
 
 @jit
-def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
+def _col2im(lo, hi, col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
     n_img, c_in, h, w = dx.shape
     kk = kh * kw
-    for nc in nb.prange(n_img * c_in):
+    for nc in range(lo, hi):
         n = nc // c_in
         c = nc % c_in
         for i in range(h):
@@ -59,10 +75,10 @@ def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
 
 
 @jit
-def max_pool_fwd(x, kh, kw, ph, pw, sh, sw, out, argmax):
+def _max_pool_fwd(lo, hi, x, kh, kw, ph, pw, sh, sw, out, argmax):
     n_img, ch, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    for nc in nb.prange(n_img * ch):
+    for nc in range(lo, hi):
         n = nc // ch
         c = nc % ch
         for y in range(oh):
@@ -86,10 +102,10 @@ def max_pool_fwd(x, kh, kw, ph, pw, sh, sw, out, argmax):
 
 
 @jit
-def max_pool_bwd(dy, argmax, dx):
+def _max_pool_bwd(lo, hi, dy, argmax, dx):
     n_img, ch, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    for nc in nb.prange(n_img * ch):
+    for nc in range(lo, hi):
         n = nc // ch
         c = nc % ch
         for i in range(h):
@@ -103,10 +119,10 @@ def max_pool_bwd(dy, argmax, dx):
 
 
 @jit
-def ave_pool_fwd(x, kh, kw, ph, pw, sh, sw, out):
+def _ave_pool_fwd(lo, hi, x, kh, kw, ph, pw, sh, sw, out):
     n_img, ch, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    for nc in nb.prange(n_img * ch):
+    for nc in range(lo, hi):
         n = nc // ch
         c = nc % ch
         for y in range(oh):
@@ -124,10 +140,10 @@ def ave_pool_fwd(x, kh, kw, ph, pw, sh, sw, out):
 
 
 @jit
-def ave_pool_bwd(dy, kh, kw, ph, pw, sh, sw, dx):
+def _ave_pool_bwd(lo, hi, dy, kh, kw, ph, pw, sh, sw, dx):
     n_img, ch, h, w = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
-    for nc in nb.prange(n_img * ch):
+    for nc in range(lo, hi):
         n = nc // ch
         c = nc % ch
         for i in range(h):
@@ -146,11 +162,11 @@ def ave_pool_bwd(dy, kh, kw, ph, pw, sh, sw, dx):
 
 
 @jit
-def lrn_across_fwd(x, size, alpha, beta, k, scale, y):
+def _lrn_across_fwd(lo, hi, x, size, alpha, beta, k, scale, y):
     n_img, ch, h, w = x.shape
     pre = (size - 1) // 2
     a = alpha / size
-    for n in nb.prange(n_img):
+    for n in range(lo, hi):
         for c in range(ch):
             lo = max(c - pre, 0)
             hi = min(c - pre + size, ch)
@@ -166,11 +182,11 @@ def lrn_across_fwd(x, size, alpha, beta, k, scale, y):
 
 
 @jit
-def lrn_across_bwd(x, y, scale, dy, size, alpha, beta, dx):
+def _lrn_across_bwd(lo, hi, x, y, scale, dy, size, alpha, beta, dx):
     n_img, ch, h, w = x.shape
     pre = (size - 1) // 2
     coef = 2.0 * alpha * beta / size
-    for n in nb.prange(n_img):
+    for n in range(lo, hi):
         for c in range(ch):
             # channels whose window contains c
             lo = max(c - (size - 1 - pre), 0)
@@ -182,3 +198,87 @@ def lrn_across_bwd(x, y, scale, dy, size, alpha, beta, dx):
                         acc += dy[n, cc, i, j] * y[n, cc, i, j] / scale[n, cc, i, j]
                     dx[n, c, i, j] = (dy[n, c, i, j] * scale[n, c, i, j] ** (-beta)
                                       - coef * x[n, c, i, j] * acc)
+
+
+# The threaded runs and the entry points.
+@jit_mt
+def _im2col_mt(nt, n, x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
+    for b in nb.prange(nt):
+        _im2col(b * n // nt, (b + 1) * n // nt, x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+
+
+def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
+    _run(_im2col, _im2col_mt, x.shape[1] * kh * kw, col.size,
+         x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+
+
+@jit_mt
+def _col2im_mt(nt, n, col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
+    for b in nb.prange(nt):
+        _col2im(b * n // nt, (b + 1) * n // nt, col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
+
+
+def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
+    _run(_col2im, _col2im_mt, dx.shape[0] * dx.shape[1], col.size,
+         col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
+
+
+@jit_mt
+def _max_pool_fwd_mt(nt, n, x, kh, kw, ph, pw, sh, sw, out, argmax):
+    for b in nb.prange(nt):
+        _max_pool_fwd(b * n // nt, (b + 1) * n // nt, x, kh, kw, ph, pw, sh, sw, out, argmax)
+
+
+def max_pool_fwd(x, kh, kw, ph, pw, sh, sw, out, argmax):
+    _run(_max_pool_fwd, _max_pool_fwd_mt, x.shape[0] * x.shape[1], x.size,
+         x, kh, kw, ph, pw, sh, sw, out, argmax)
+
+
+@jit_mt
+def _max_pool_bwd_mt(nt, n, dy, argmax, dx):
+    for b in nb.prange(nt):
+        _max_pool_bwd(b * n // nt, (b + 1) * n // nt, dy, argmax, dx)
+
+
+def max_pool_bwd(dy, argmax, dx):
+    _run(_max_pool_bwd, _max_pool_bwd_mt, dx.shape[0] * dx.shape[1], dx.size, dy, argmax, dx)
+
+
+@jit_mt
+def _ave_pool_fwd_mt(nt, n, x, kh, kw, ph, pw, sh, sw, out):
+    for b in nb.prange(nt):
+        _ave_pool_fwd(b * n // nt, (b + 1) * n // nt, x, kh, kw, ph, pw, sh, sw, out)
+
+
+def ave_pool_fwd(x, kh, kw, ph, pw, sh, sw, out):
+    _run(_ave_pool_fwd, _ave_pool_fwd_mt, x.shape[0] * x.shape[1], x.size, x, kh, kw, ph, pw, sh, sw, out)
+
+
+@jit_mt
+def _ave_pool_bwd_mt(nt, n, dy, kh, kw, ph, pw, sh, sw, dx):
+    for b in nb.prange(nt):
+        _ave_pool_bwd(b * n // nt, (b + 1) * n // nt, dy, kh, kw, ph, pw, sh, sw, dx)
+
+
+def ave_pool_bwd(dy, kh, kw, ph, pw, sh, sw, dx):
+    _run(_ave_pool_bwd, _ave_pool_bwd_mt, dx.shape[0] * dx.shape[1], dx.size, dy, kh, kw, ph, pw, sh, sw, dx)
+
+
+@jit_mt
+def _lrn_across_fwd_mt(nt, n, x, size, alpha, beta, k, scale, y):
+    for b in nb.prange(nt):
+        _lrn_across_fwd(b * n // nt, (b + 1) * n // nt, x, size, alpha, beta, k, scale, y)
+
+
+def lrn_across_fwd(x, size, alpha, beta, k, scale, y):
+    _run(_lrn_across_fwd, _lrn_across_fwd_mt, x.shape[0], x.size, x, size, alpha, beta, k, scale, y)
+
+
+@jit_mt
+def _lrn_across_bwd_mt(nt, n, x, y, scale, dy, size, alpha, beta, dx):
+    for b in nb.prange(nt):
+        _lrn_across_bwd(b * n // nt, (b + 1) * n // nt, x, y, scale, dy, size, alpha, beta, dx)
+
+
+def lrn_across_bwd(x, y, scale, dy, size, alpha, beta, dx):
+    _run(_lrn_across_bwd, _lrn_across_bwd_mt, x.shape[0], x.size, x, y, scale, dy, size, alpha, beta, dx)

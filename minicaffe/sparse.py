@@ -1,35 +1,72 @@
-"""Sparse inference: a CSR weight times a dense matrix, and the measured choice between the two.
+"""Sparse inference: a CSR weight times a dense matrix, and the measured choice between products.
 
-In the TEST phase a layer whose weights are mostly zero times both products once per input shape
-and keeps the faster (`layer.path` says which; `minicaffe time` prints it)."""
+In the TEST phase a layer whose weights are mostly zero times the dense GEMM, the CSR product on
+all threads and the CSR product on one thread (no thread wake-up: it wins on small layers at batch
+1) once per input shape, and keeps the fastest (`layer.path` says which; `minicaffe time` prints it).
+"""
 import time
 
 import numba as nb
 import numpy as np
 
 MIN_SPARSITY = 0.5     # below this the dense product is not even tried against
+TILE = 512             # output columns per pass: the accumulator row stays in L1
 
 
-@nb.njit(cache=True, parallel=True, nogil=True, fastmath=True)
-def csr_matmul(indptr, indices, data, x, out):
-    """out (M, P) = W (M, K; CSR) @ x (K, P)."""
-    m, p = out.shape
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def _rows(indptr, indices, data, x, out, r0, r1):
+    """out[r0:r1] = W[r0:r1] @ x. Four non-zeros per pass: four independent sums for a vector,
+    and one load/store of the accumulator per four rows of x for a matrix."""
+    p = out.shape[1]
     if p == 1:
-        xv = x[:, 0]
-        for r in nb.prange(m):
-            acc = np.float32(0.0)
-            for t in range(indptr[r], indptr[r + 1]):
-                acc += data[t] * xv[indices[t]]
-            out[r, 0] = acc
+        xv = x.reshape(x.shape[0])       # contiguous, where x[:, 0] would be strided
+        for r in range(r0, r1):
+            a0 = a1 = a2 = a3 = np.float32(0.0)
+            t, e = indptr[r], indptr[r + 1]
+            while t + 4 <= e:
+                a0 += data[t] * xv[indices[t]]
+                a1 += data[t + 1] * xv[indices[t + 1]]
+                a2 += data[t + 2] * xv[indices[t + 2]]
+                a3 += data[t + 3] * xv[indices[t + 3]]
+                t += 4
+            while t < e:
+                a0 += data[t] * xv[indices[t]]
+                t += 1
+            out[r, 0] = (a0 + a1) + (a2 + a3)
         return
-    for r in nb.prange(m):
-        acc = np.zeros(p, np.float32)
-        for t in range(indptr[r], indptr[r + 1]):
-            v = data[t]
-            base = indices[t]
-            for j in range(p):
-                acc[j] += v * x[base, j]
-        out[r, :] = acc
+    acc = np.empty(min(p, TILE), np.float32)
+    for j0 in range(0, p, TILE):           # tile-major: the tile of x is reused by every row
+        j1 = min(j0 + TILE, p)
+        n = j1 - j0
+        for r in range(r0, r1):
+            acc[:n] = 0.0
+            t, e = indptr[r], indptr[r + 1]
+            while t + 4 <= e:
+                v0, v1, v2, v3 = data[t], data[t + 1], data[t + 2], data[t + 3]
+                x0, x1 = x[indices[t], j0:j1], x[indices[t + 1], j0:j1]
+                x2, x3 = x[indices[t + 2], j0:j1], x[indices[t + 3], j0:j1]
+                for j in range(n):
+                    acc[j] += (v0 * x0[j] + v1 * x1[j]) + (v2 * x2[j] + v3 * x3[j])
+                t += 4
+            while t < e:
+                v0, x0 = data[t], x[indices[t], j0:j1]
+                for j in range(n):
+                    acc[j] += v0 * x0[j]
+                t += 1
+            out[r, j0:j1] = acc[:n]
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def csr_matmul(indptr, indices, data, x, out, nt):
+    """out (M, P) = W (M, K; CSR) @ x (K, P), the rows split over nt threads."""
+    m = out.shape[0]
+    for b in nb.prange(nt):
+        _rows(indptr, indices, data, x, out, b * m // nt, (b + 1) * m // nt)
+
+
+@nb.njit(cache=True, nogil=True)
+def csr_matmul_1t(indptr, indices, data, x, out):
+    _rows(indptr, indices, data, x, out, 0, out.shape[0])
 
 
 class CSR:
@@ -38,32 +75,46 @@ class CSR:
         mask = w2 != 0
         self.indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int64)
         rows, cols = np.nonzero(mask)
-        self.indices = cols.astype(np.int32)
+        # unsigned and as narrow as the columns allow: no negative-index check, fewer bytes
+        self.indices = cols.astype(np.uint16 if w2.shape[1] <= 1 << 16 else np.uint32)
         self.data = w2[rows, cols].astype(np.float32)
 
-    def matmul(self, x, out):
-        csr_matmul(self.indptr, self.indices, self.data, x, out)
+    def matmul(self, x, out, threads=True):
+        if threads:
+            csr_matmul(self.indptr, self.indices, self.data, x, out, nb.get_num_threads())
+        else:
+            csr_matmul_1t(self.indptr, self.indices, self.data, x, out)
 
 
 class SparseChooser:
-    """Per layer: the CSR of its current weights, and which product each input shape runs fastest."""
+    """Per layer: the CSR of its current weights, and which product each input shape runs fastest.
+
+    The weights are compared with the CSR's copy only when their blob says they may have changed
+    (Blob.version); while a CSR depends on them they are frozen, so no earlier reference can
+    change them unseen."""
 
     def __init__(self):
-        self.csr = None
+        self.seen = None      # (blob, version) that the CSR (or its absence) was made for
+        self.csr = None       # None while the weights are not sparse enough to try
         self.choice = {}
 
-    def csr_of(self, w2):
+    def csr_of(self, blob, rows):
+        if self.seen == (blob, blob.version) and (self.csr is None or blob.frozen):
+            return self.csr   # unchanged; or dense, where a stale answer is still a right one
+        w2 = blob.peek.reshape(rows, -1)
         if self.csr is None or self.csr.source.shape != w2.shape or not np.array_equal(self.csr.source, w2):
-            self.csr = CSR(w2)
+            self.csr = CSR(w2) if (w2 == 0).mean() >= MIN_SPARSITY else None
+            self.choice = {}
+        if self.csr is not None:
+            blob.freeze()
+        self.seen = (blob, blob.version)
         return self.csr
 
-    def run(self, layer, w2, x, out, dense):
-        """out = w2 @ x, by whichever product was measured faster for this shape."""
-        if (w2 == 0).mean() < MIN_SPARSITY:
-            layer.path = "dense"
-            return dense()
-        csr = self.csr_of(w2)
-        key = (w2.shape, x.shape)
+    def run(self, layer, csr, x, out, dense):
+        """out = W @ x, by whichever product was measured fastest for this shape."""
+        products = {"dense": dense, "sparse": lambda: csr.matmul(x, out),
+                    "sparse-1t": lambda: csr.matmul(x, out, threads=False)}
+        key = x.shape
         if key not in self.choice:
             def timed(f):
                 f()
@@ -73,10 +124,6 @@ class SparseChooser:
                     f()
                     best = min(best, time.perf_counter() - t)
                 return best
-            td, ts = timed(dense), timed(lambda: csr.matmul(x, out))
-            self.choice[key] = "sparse" if ts < td else "dense"
+            self.choice[key] = min(products, key=lambda k: timed(products[k]))
         layer.path = self.choice[key]
-        if layer.path == "sparse":
-            csr.matmul(x, out)
-        else:
-            dense()
+        products[layer.path]()

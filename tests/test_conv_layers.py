@@ -4,6 +4,8 @@ import pytest
 
 from gradcheck import check_gradient, forward, make_layer
 
+pytestmark = pytest.mark.usefixtures("kernel_threads")
+
 
 def conv_ref(x, w, b, stride, pad, dil, group):
     n, c, h, wd = x.shape

@@ -140,21 +140,62 @@ def test_layer_set_must_match_the_net(compressed_lenet, tmp_path):
     ('type: "CmpConvolution" convolution_param { num_output: 6 kernel_size: 3 pad: 1 sparse_ratio: 0.8 '
      'weight_filler { type: "gaussian" } bias_filler { type: "gaussian" } }', (2, 4, 7, 7))])
 def test_sparse_inference_matches_dense(text, shape):
-    """Both products give the same outputs, whichever the measurement picks."""
+    """Every product gives the same outputs, whichever the measurement picks."""
     from gradcheck import forward, make_layer
     from minicaffe import minicaffe_pb2 as pb
     x = np.random.RandomState(0).randn(*shape).astype(np.float32)
     layer, bottom, top = make_layer(text, [x], phase=pb.TEST)
     results = {}
-    for path in ("dense", "sparse"):
+    for path in ("dense", "sparse", "sparse-1t"):
         forward(layer, bottom, top)
         layer.sparse.choice = {k: path for k in layer.sparse.choice}
         forward(layer, bottom, top)
         assert layer.path == path
         results[path] = top[0].data.copy()
     np.testing.assert_allclose(results["sparse"], results["dense"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(results["sparse-1t"], results["sparse"])
     train, tb, tt = make_layer(text, [x], phase=pb.TRAIN)
     train.blobs[0].data[...] = layer.blobs[0].data
     train.blobs[1].data[...] = layer.blobs[1].data
     forward(train, tb, tt)
     np.testing.assert_allclose(results["sparse"], tt[0].data, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m,k,p", [(37, 50, 1), (37, 50, 3), (9, 300, 1100)])
+def test_csr_product(m, k, p):
+    """Rows of every length mod 4, one column, a few, and several column tiles."""
+    from minicaffe.sparse import CSR
+    rs = np.random.RandomState(3)
+    w = rs.randn(m, k).astype(np.float32)
+    w[rs.rand(m, k) < 0.85] = 0
+    w[0] = 0                                  # an empty row
+    x = rs.randn(k, p).astype(np.float32)
+    ref = w.astype(np.float64) @ x
+    for threads in (True, False):
+        out = np.full((m, p), np.nan, np.float32)
+        CSR(w).matmul(x, out, threads)
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_sparse_inference_sees_weight_changes():
+    """The CSR is rebuilt when the weights may have changed, and a reference taken before it was
+    built cannot change them unseen."""
+    from gradcheck import forward, make_layer
+    from minicaffe import minicaffe_pb2 as pb
+    text = ('type: "CmpInnerProduct" inner_product_param { num_output: 30 sparse_ratio: 0.9 '
+            'weight_filler { type: "gaussian" } bias_term: false }')
+    x = np.random.RandomState(0).randn(4, 40).astype(np.float32)
+    layer, bottom, top = make_layer(text, [x], phase=pb.TEST)
+    held = layer.blobs[0].data
+    forward(layer, bottom, top)
+    assert layer.path in ("dense", "sparse", "sparse-1t")
+    layer.sparse.choice = {k: "sparse" for k in layer.sparse.choice}
+    with pytest.raises(ValueError):
+        held[0, 0] = 1.0                      # frozen while the CSR depends on it
+    w = layer.blobs[0].data                   # a fresh reference thaws it
+    w[w != 0] *= 2
+    forward(layer, bottom, top)
+    layer.sparse.choice = {k: "sparse" for k in layer.sparse.choice}
+    forward(layer, bottom, top)
+    assert layer.path == "sparse"
+    np.testing.assert_allclose(top[0].data, x @ w.T, rtol=1e-5, atol=1e-5)

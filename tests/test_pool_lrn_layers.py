@@ -5,6 +5,8 @@ import pytest
 from gradcheck import check_gradient, forward, make_layer
 from minicaffe import minicaffe_pb2 as pb
 
+pytestmark = pytest.mark.usefixtures("kernel_threads")
+
 
 def distinct(shape, seed=0):
     """Values far apart so MAX pooling has no near-ties for finite differences to cross."""
