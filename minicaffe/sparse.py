@@ -11,12 +11,14 @@ import numpy as np
 
 MIN_SPARSITY = 0.5     # below this the dense product is not even tried against
 TILE = 512             # output columns per pass: the accumulator row stays in L1
+ONE, FOUR = np.uint64(1), np.uint64(4)
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def _rows(indptr, indices, data, x, out, r0, r1):
     """out[r0:r1] = W[r0:r1] @ x. Four non-zeros per pass: four independent sums for a vector,
-    and one load/store of the accumulator per four rows of x for a matrix."""
+    and one load/store of the accumulator per four rows of x for a matrix. Positions are unsigned
+    (indptr is uint64), which spares every access Numba's negative-index check."""
     p = out.shape[1]
     if p == 1:
         xv = x.reshape(x.shape[0])       # contiguous, where x[:, 0] would be strided
@@ -28,10 +30,10 @@ def _rows(indptr, indices, data, x, out, r0, r1):
                 a1 += data[t + 1] * xv[indices[t + 1]]
                 a2 += data[t + 2] * xv[indices[t + 2]]
                 a3 += data[t + 3] * xv[indices[t + 3]]
-                t += 4
+                t += FOUR
             while t < e:
                 a0 += data[t] * xv[indices[t]]
-                t += 1
+                t += ONE
             out[r, 0] = (a0 + a1) + (a2 + a3)
         return
     acc = np.empty(min(p, TILE), np.float32)
@@ -47,12 +49,12 @@ def _rows(indptr, indices, data, x, out, r0, r1):
                 x2, x3 = x[indices[t + 2], j0:j1], x[indices[t + 3], j0:j1]
                 for j in range(n):
                     acc[j] += (v0 * x0[j] + v1 * x1[j]) + (v2 * x2[j] + v3 * x3[j])
-                t += 4
+                t += FOUR
             while t < e:
                 v0, x0 = data[t], x[indices[t], j0:j1]
                 for j in range(n):
                     acc[j] += v0 * x0[j]
-                t += 1
+                t += ONE
             out[r, j0:j1] = acc[:n]
 
 
@@ -73,7 +75,7 @@ class CSR:
     def __init__(self, w2):
         self.source = w2.copy()
         mask = w2 != 0
-        self.indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.int64)
+        self.indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(np.uint64)
         rows, cols = np.nonzero(mask)
         # unsigned and as narrow as the columns allow: no negative-index check, fewer bytes
         self.indices = cols.astype(np.uint16 if w2.shape[1] <= 1 << 16 else np.uint32)
