@@ -1,11 +1,8 @@
 """minicaffe: Caffe's nets, solvers and file formats in Python, with pruning built in."""
 import os
 
-# Numba's OpenMP threads and OpenBLAS's threads take turns on the same cores; OpenMP's default
-# spin-wait keeps idle workers busy and slowed a LeNet step 4x (49 -> 12.5 ms, `minicaffe time`).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# The other way round too: OpenBLAS's workers spin 2^28 cycles (~0.1 s) after each GEMM by default,
-# halving the cores of the Numba kernel that follows; 2^12 cycles made a cifar10_quick step 109 -> 89
+# OpenBLAS's workers spin 2^28 cycles (~0.1 s) after each GEMM by default, halving the cores of the
+# Numba kernel that follows (minicaffe/kernels.py); 2^12 cycles made a cifar10_quick step 109 -> 89
 # ms and LeNet 15 -> 13 ms. Read when OpenBLAS loads, so only if numpy was not imported before us.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
 from . import layers  # noqa: F401  (registers every layer type)

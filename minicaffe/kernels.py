@@ -3,26 +3,38 @@
 im2col lays the columns out as (C*KH*KW, N, OH*OW) so that a whole batch is one GEMM and the
 only transposes are of the (small) outputs, never of the column matrix.
 
-Each kernel is a body over a range of rows or planes (`_name(lo, hi, ...)`), run on one thread
-for small arrays and split over the threads (`_name_mt`) for large ones: with Numba's threads
-waiting passively (minicaffe/__init__.py), waking them costs ~30 us, more than a batch-1 im2col
-takes on one thread (3 us for LeNet's conv1).
+Each kernel is a body over a range of rows or planes (`_name(lo, hi, ...)`), compiled without the
+GIL, and `run` splits the range over one Python thread per core. Not Numba's parallel=True: its
+OpenMP runtime fought OpenBLAS's threads for the cores, and its compilation took 0.7 s a kernel on
+every fresh checkout (measured: the same split over threads runs as fast once the work is large).
+Small arrays stay on the calling thread: a hand-off costs ~40 us, 10x a batch-1 im2col.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numba as nb
 import numpy as np
 
 jit = nb.njit(cache=True, fastmath=False, nogil=True)
-jit_mt = nb.njit(cache=True, parallel=True, nogil=True)
 SERIAL_BELOW = 1 << 15     # elements written; measured break-even is 20-50 k
+THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_pool = None
 
 
-def _run(body, body_mt, n, size, *args):
-    """body over n rows or planes that write `size` elements: on this thread, or split."""
-    nt = 1 if size < SERIAL_BELOW else min(nb.get_num_threads(), n)
+def run(body, n, size, *args):
+    """body(lo, hi, *args) over range(n), whose calls write `size` elements in all: on this thread,
+    or in one slice per core."""
+    global _pool
+    nt = 1 if size < SERIAL_BELOW else min(THREADS, n)
     if nt == 1:
         body(0, n, *args)
-    else:
-        body_mt(nt, n, *args)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="minicaffe-kernel")
+    parts = [_pool.submit(body, b * n // nt, (b + 1) * n // nt, *args) for b in range(1, nt)]
+    body(0, n // nt, *args)
+    for p in parts:
+        p.result()
 
 
 @jit
@@ -200,85 +212,34 @@ def _lrn_across_bwd(lo, hi, x, y, scale, dy, size, alpha, beta, dx):
                                       - coef * x[n, c, i, j] * acc)
 
 
-# The threaded runs and the entry points.
-@jit_mt
-def _im2col_mt(nt, n, x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
-    for b in nb.prange(nt):
-        _im2col(b * n // nt, (b + 1) * n // nt, x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
-
-
+# The entry points: the body, the length of its range, the size of what it writes.
 def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
-    _run(_im2col, _im2col_mt, x.shape[1] * kh * kw, col.size,
-         x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
-
-
-@jit_mt
-def _col2im_mt(nt, n, col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
-    for b in nb.prange(nt):
-        _col2im(b * n // nt, (b + 1) * n // nt, col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
+    run(_im2col, x.shape[1] * kh * kw, col.size, x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
 
 
 def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
-    _run(_col2im, _col2im_mt, dx.shape[0] * dx.shape[1], col.size,
-         col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
-
-
-@jit_mt
-def _max_pool_fwd_mt(nt, n, x, kh, kw, ph, pw, sh, sw, out, argmax):
-    for b in nb.prange(nt):
-        _max_pool_fwd(b * n // nt, (b + 1) * n // nt, x, kh, kw, ph, pw, sh, sw, out, argmax)
+    run(_col2im, dx.shape[0] * dx.shape[1], col.size, col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
 
 
 def max_pool_fwd(x, kh, kw, ph, pw, sh, sw, out, argmax):
-    _run(_max_pool_fwd, _max_pool_fwd_mt, x.shape[0] * x.shape[1], x.size,
-         x, kh, kw, ph, pw, sh, sw, out, argmax)
-
-
-@jit_mt
-def _max_pool_bwd_mt(nt, n, dy, argmax, dx):
-    for b in nb.prange(nt):
-        _max_pool_bwd(b * n // nt, (b + 1) * n // nt, dy, argmax, dx)
+    run(_max_pool_fwd, x.shape[0] * x.shape[1], x.size, x, kh, kw, ph, pw, sh, sw, out, argmax)
 
 
 def max_pool_bwd(dy, argmax, dx):
-    _run(_max_pool_bwd, _max_pool_bwd_mt, dx.shape[0] * dx.shape[1], dx.size, dy, argmax, dx)
-
-
-@jit_mt
-def _ave_pool_fwd_mt(nt, n, x, kh, kw, ph, pw, sh, sw, out):
-    for b in nb.prange(nt):
-        _ave_pool_fwd(b * n // nt, (b + 1) * n // nt, x, kh, kw, ph, pw, sh, sw, out)
+    run(_max_pool_bwd, dx.shape[0] * dx.shape[1], dx.size, dy, argmax, dx)
 
 
 def ave_pool_fwd(x, kh, kw, ph, pw, sh, sw, out):
-    _run(_ave_pool_fwd, _ave_pool_fwd_mt, x.shape[0] * x.shape[1], x.size, x, kh, kw, ph, pw, sh, sw, out)
-
-
-@jit_mt
-def _ave_pool_bwd_mt(nt, n, dy, kh, kw, ph, pw, sh, sw, dx):
-    for b in nb.prange(nt):
-        _ave_pool_bwd(b * n // nt, (b + 1) * n // nt, dy, kh, kw, ph, pw, sh, sw, dx)
+    run(_ave_pool_fwd, x.shape[0] * x.shape[1], x.size, x, kh, kw, ph, pw, sh, sw, out)
 
 
 def ave_pool_bwd(dy, kh, kw, ph, pw, sh, sw, dx):
-    _run(_ave_pool_bwd, _ave_pool_bwd_mt, dx.shape[0] * dx.shape[1], dx.size, dy, kh, kw, ph, pw, sh, sw, dx)
-
-
-@jit_mt
-def _lrn_across_fwd_mt(nt, n, x, size, alpha, beta, k, scale, y):
-    for b in nb.prange(nt):
-        _lrn_across_fwd(b * n // nt, (b + 1) * n // nt, x, size, alpha, beta, k, scale, y)
+    run(_ave_pool_bwd, dx.shape[0] * dx.shape[1], dx.size, dy, kh, kw, ph, pw, sh, sw, dx)
 
 
 def lrn_across_fwd(x, size, alpha, beta, k, scale, y):
-    _run(_lrn_across_fwd, _lrn_across_fwd_mt, x.shape[0], x.size, x, size, alpha, beta, k, scale, y)
-
-
-@jit_mt
-def _lrn_across_bwd_mt(nt, n, x, y, scale, dy, size, alpha, beta, dx):
-    for b in nb.prange(nt):
-        _lrn_across_bwd(b * n // nt, (b + 1) * n // nt, x, y, scale, dy, size, alpha, beta, dx)
+    run(_lrn_across_fwd, x.shape[0], x.size, x, size, alpha, beta, k, scale, y)
 
 
 def lrn_across_bwd(x, y, scale, dy, size, alpha, beta, dx):
-    _run(_lrn_across_bwd, _lrn_across_bwd_mt, x.shape[0], x.size, x, y, scale, dy, size, alpha, beta, dx)
+    run(_lrn_across_bwd, x.shape[0], x.size, x, y, scale, dy, size, alpha, beta, dx)

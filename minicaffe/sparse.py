@@ -1,7 +1,7 @@
 """Sparse inference: a CSR weight times a dense matrix, and the measured choice between products.
 
 In the TEST phase a layer whose weights are mostly zero times the dense GEMM, the CSR product on
-all threads and the CSR product on one thread (no thread wake-up: it wins on small layers at batch
+all cores and the CSR product on this thread alone (no hand-off: it wins on small layers at batch
 1) once per input shape, and keeps the fastest (`layer.path` says which; `minicaffe time` prints it).
 """
 import time
@@ -9,14 +9,16 @@ import time
 import numba as nb
 import numpy as np
 
+from . import kernels
+
 MIN_SPARSITY = 0.5     # below this the dense product is not even tried against
 TILE = 512             # output columns per pass: the accumulator row stays in L1
 ONE, FOUR = np.uint64(1), np.uint64(4)
 
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
-def _rows(indptr, indices, data, x, out, r0, r1):
-    """out[r0:r1] = W[r0:r1] @ x. Four non-zeros per pass: four independent sums for a vector,
+def _rows(r0, r1, indptr, indices, data, x, out):
+    """out[r0:r1] = W[r0:r1] @ x, W (M, K) in CSR, x (K, P). Four non-zeros per pass: four independent sums for a vector,
     and one load/store of the accumulator per four rows of x for a matrix. Positions are unsigned
     (indptr is uint64), which spares every access Numba's negative-index check."""
     p = out.shape[1]
@@ -58,19 +60,6 @@ def _rows(indptr, indices, data, x, out, r0, r1):
             out[r, j0:j1] = acc[:n]
 
 
-@nb.njit(cache=True, parallel=True, nogil=True)
-def csr_matmul(indptr, indices, data, x, out, nt):
-    """out (M, P) = W (M, K; CSR) @ x (K, P), the rows split over nt threads."""
-    m = out.shape[0]
-    for b in nb.prange(nt):
-        _rows(indptr, indices, data, x, out, b * m // nt, (b + 1) * m // nt)
-
-
-@nb.njit(cache=True, nogil=True)
-def csr_matmul_1t(indptr, indices, data, x, out):
-    _rows(indptr, indices, data, x, out, 0, out.shape[0])
-
-
 class CSR:
     def __init__(self, w2):
         self.source = w2.copy()
@@ -82,10 +71,11 @@ class CSR:
         self.data = w2[rows, cols].astype(np.float32)
 
     def matmul(self, x, out, threads=True):
+        args = (self.indptr, self.indices, self.data, x, out)
         if threads:
-            csr_matmul(self.indptr, self.indices, self.data, x, out, nb.get_num_threads())
+            kernels.run(_rows, out.shape[0], kernels.SERIAL_BELOW, *args)   # split whatever the size
         else:
-            csr_matmul_1t(self.indptr, self.indices, self.data, x, out)
+            _rows(0, out.shape[0], *args)
 
 
 class SparseChooser:
