@@ -1,4 +1,4 @@
-"""Numba kernels for the hot loops: im2col/col2im, pooling, LRN. Compiled once, cached on disk.
+"""Numba kernels for the hot loops: im2col/col2im, pooling, LRN (both regions). Compiled once, cached on disk.
 
 im2col lays the columns out as (C*KH*KW, N, OH*OW) so that a whole batch is one GEMM and the
 only transposes are of the (small) outputs, never of the column matrix.
@@ -212,6 +212,63 @@ def _lrn_across_bwd(lo, hi, x, y, scale, dy, size, alpha, beta, dx):
                                       - coef * x[n, c, i, j] * acc)
 
 
+@jit
+def _box_sum(a, size, rows, out):
+    """out = the sums of a over size x size windows centred on each element, zeros outside:
+    a row pass then a column pass, 2*size reads an element instead of size^2."""
+    h, w = a.shape
+    pre = (size - 1) // 2
+    for i in range(h):
+        for j in range(w):
+            s = 0.0
+            for jj in range(max(j - pre, 0), min(j - pre + size, w)):
+                s += a[i, jj]
+            rows[i, j] = s
+    for i in range(h):
+        for j in range(w):
+            s = 0.0
+            for ii in range(max(i - pre, 0), min(i - pre + size, h)):
+                s += rows[ii, j]
+            out[i, j] = s
+
+
+@jit
+def _lrn_within_fwd(lo, hi, x, size, alpha, beta, scale, y):
+    """Caffe's WITHIN_CHANNEL: scale = 1 + alpha * (average of x^2 over the zero-padded window)."""
+    n_img, ch, h, w = x.shape
+    a = alpha / (size * size)
+    sq, rows, box = np.empty((h, w)), np.empty((h, w)), np.empty((h, w))
+    for nc in range(lo, hi):
+        n, c = nc // ch, nc % ch
+        for i in range(h):
+            for j in range(w):
+                sq[i, j] = x[n, c, i, j] * x[n, c, i, j]
+        _box_sum(sq, size, rows, box)
+        for i in range(h):
+            for j in range(w):
+                sc = 1.0 + a * box[i, j]
+                scale[n, c, i, j] = sc
+                y[n, c, i, j] = x[n, c, i, j] * sc ** (-beta)
+
+
+@jit
+def _lrn_within_bwd(lo, hi, x, scale, dy, size, alpha, beta, dx):
+    """The window sum is symmetric, so its adjoint is the same box sum."""
+    n_img, ch, h, w = x.shape
+    a = alpha / (size * size)
+    g, rows, box = np.empty((h, w)), np.empty((h, w)), np.empty((h, w))
+    for nc in range(lo, hi):
+        n, c = nc // ch, nc % ch
+        for i in range(h):
+            for j in range(w):
+                g[i, j] = dy[n, c, i, j] * x[n, c, i, j] * scale[n, c, i, j] ** (-beta - 1.0)
+        _box_sum(g, size, rows, box)
+        for i in range(h):
+            for j in range(w):
+                dx[n, c, i, j] = (dy[n, c, i, j] * scale[n, c, i, j] ** (-beta)
+                                  - 2.0 * a * beta * x[n, c, i, j] * box[i, j])
+
+
 # The entry points: the body, the length of its range, the size of what it writes.
 def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
     run(_im2col, x.shape[1] * kh * kw, col.size, x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
@@ -243,3 +300,11 @@ def lrn_across_fwd(x, size, alpha, beta, k, scale, y):
 
 def lrn_across_bwd(x, y, scale, dy, size, alpha, beta, dx):
     run(_lrn_across_bwd, x.shape[0], x.size, x, y, scale, dy, size, alpha, beta, dx)
+
+
+def lrn_within_fwd(x, size, alpha, beta, scale, y):
+    run(_lrn_within_fwd, x.shape[0] * x.shape[1], x.size, x, size, alpha, beta, scale, y)
+
+
+def lrn_within_bwd(x, scale, dy, size, alpha, beta, dx):
+    run(_lrn_within_bwd, x.shape[0] * x.shape[1], x.size, x, scale, dy, size, alpha, beta, dx)

@@ -89,12 +89,14 @@ def test_lrn_across_channels():
     check_gradient(text, [x], step=1e-3)
 
 
-def test_lrn_within_channel():
+@pytest.mark.parametrize("size", [3, 5])
+def test_lrn_within_channel(size):
     x = np.random.RandomState(1).randn(2, 2, 5, 4).astype(np.float32)
-    text = 'type: "LRN" lrn_param { local_size: 3 alpha: 0.9 beta: 0.6 norm_region: WITHIN_CHANNEL }'
+    text = f'type: "LRN" lrn_param {{ local_size: {size} alpha: 0.9 beta: 0.6 norm_region: WITHIN_CHANNEL }}'
     layer, bottom, top = make_layer(text, [x])
     forward(layer, bottom, top)
-    xp = np.pad(x.astype(np.float64) ** 2, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    box = sum(xp[:, :, i:i + 5, j:j + 4] for i in range(3) for j in range(3)) / 9
+    p = (size - 1) // 2
+    xp = np.pad(x.astype(np.float64) ** 2, ((0, 0), (0, 0), (p, p), (p, p)))
+    box = sum(xp[:, :, i:i + 5, j:j + 4] for i in range(size) for j in range(size)) / size ** 2
     np.testing.assert_allclose(top[0].data, x * (1 + 0.9 * box) ** -0.6, rtol=1e-5)
     check_gradient(text, [x], step=1e-3)
