@@ -176,3 +176,30 @@ def test_sigint_stops_with_a_good_snapshot(tmp_path):
     assert st.iter == int(last.stem.split("_")[-1])
     io.read_weights(st.learned_net)             # the model it names reads back whole
     assert not list(tmp_path.glob(".tmp-*"))    # no half-written files left behind
+
+
+def test_train_setup_errors_are_one_clear_line(tmp_path):
+    """Issue 3's list: a missing net file, a missing LMDB, a mean file of the wrong shape, an unknown
+    solver type."""
+    item = io.datum(np.zeros((1, 4, 4), np.uint8), 0).SerializeToString()
+    io.write_lmdb(str(tmp_path / "db"), [(b"0", item)])
+    io.write_blobproto(str(tmp_path / "mean.binaryproto"), np.zeros((1, 3, 5, 5), np.float32))
+    tail = ('layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"\n'
+            '  inner_product_param { num_output: 2 } }\n'
+            'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }\n')
+    nets = {"nolmdb": f'layer {{ name: "d" type: "Data" top: "data" top: "label" data_param {{ '
+                      f'source: "{tmp_path}/none" batch_size: 1 backend: LMDB }} }}\n' + tail,
+            "mean": f'layer {{ name: "d" type: "Data" top: "data" top: "label" transform_param {{ '
+                    f'mean_file: "{tmp_path}/mean.binaryproto" }} data_param {{ source: "{tmp_path}/db" '
+                    f'batch_size: 1 backend: LMDB }} }}\n' + tail}
+    for name, text in nets.items():
+        (tmp_path / f"{name}.prototxt").write_text(text)
+    cases = [(f'net: "{tmp_path}/missing.prototxt"', r"cannot read .*missing\.prototxt"),
+             (f'net: "{tmp_path}/nolmdb.prototxt"', r"layer 'd' \(Data\): LMDB .*none' not found"),
+             (f'net: "{tmp_path}/mean.prototxt"', r"mean_file shape \(3, 5, 5\) does not match .*\(1, 4, 4\)"),
+             (f'net: "{tmp_path}/mean.prototxt"\ntype: "Adamm"', r"unknown solver type 'Adamm'")]
+    for i, (head, msg) in enumerate(cases):
+        (tmp_path / f"s{i}.prototxt").write_text(head + "\nbase_lr: 0.1\nmax_iter: 1\n")
+        r = run_cli("train", f"--solver={tmp_path}/s{i}.prototxt")
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1 and re.search(msg, lines[0]), r.stderr
