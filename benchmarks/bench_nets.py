@@ -9,7 +9,7 @@ import time
 import minicaffe
 from minicaffe import io, log
 from minicaffe import minicaffe_pb2 as pb
-from minicaffe.tools.time import stand_in_data  # noqa: E402
+from minicaffe.tools.time import fill_stand_ins, stand_in_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NETS = [("cifar10_quick", "models/cifar10/cifar10_quick_train_test.prototxt", (100, 3, 32, 32)),
@@ -25,6 +25,7 @@ def ours(path, iters):
                             max_iter=10 ** 9, display=0, snapshot_after_train=False)
     sp.train_net_param.CopyFrom(param)
     s = minicaffe.Solver(sp)
+    fill_stand_ins(s.net)
     s.step(2)
     t = time.perf_counter()
     s.step(iters)

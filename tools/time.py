@@ -21,7 +21,9 @@ def add_arguments(p):
 
 
 def stand_in_data(param, ph, level, stage):
-    """Data layers whose source cannot be read become Input layers of the shape they declare."""
+    """Data layers whose source cannot be read become Input layers of the shape they declare;
+    fill_stand_ins gives them one random batch, which then stays, as a prefetched batch costs
+    nothing to produce (a DummyData refilling every pass took 1.1 ms of a cifar10_quick step)."""
     out = pb.NetParameter()
     out.CopyFrom(param)
     for lp in out.layer:
@@ -40,12 +42,19 @@ def stand_in_data(param, ph, level, stage):
         log.info(f"Layer '{lp.name}' ({lp.type}): data not readable, timing with random blobs {shape}")
         tops = list(lp.top)
         lp.Clear()
-        lp.name, lp.type = tops[0] + "_standin", "DummyData"
+        lp.name, lp.type = tops[0] + "_standin", "Input"
         lp.top.extend(tops)
         for i, _ in enumerate(tops):
-            lp.dummy_data_param.shape.add().dim.extend(shape if i == 0 else [batch])
-        lp.dummy_data_param.data_filler.add(type="uniform", min=0, max=1)
+            lp.input_param.shape.add().dim.extend(shape if i == 0 else [batch])
     return out
+
+
+def fill_stand_ins(net, seed=0):
+    """Data uniform in [0, 1), labels 0: the stand-ins' one batch."""
+    rs = np.random.RandomState(seed)
+    for name, layer, tops in zip(net.layer_names, net.layers, net.top_vecs):
+        if name.endswith("_standin") and layer.type_name == "Input":
+            tops[0].data[...] = rs.random_sample(tops[0].shape)
 
 
 def _only(param, lp):
@@ -77,6 +86,7 @@ def run(a):
     param.state.phase = ph
     param = stand_in_data(param, ph, a.level, stages(a))
     net = Net(param, phase=ph, level=a.level, stages=stages(a))
+    fill_stand_ins(net)
     if a.weights:
         net.copy_from(a.weights)
     n = len(net.layers)
