@@ -374,7 +374,7 @@ class Net:
             lo.CopyFrom(lp)
             lo.ClearField("blobs")
             for b in layer.blobs:
-                io.array_to_blob(b.data, lo.blobs.add(), b.diff if write_diff else None)
+                io.array_to_blob(b.peek, lo.blobs.add(), b.diff if write_diff else None)
         return out
 
     def save(self, path, fmt="binaryproto"):
