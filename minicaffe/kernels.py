@@ -1,4 +1,4 @@
-"""Numba kernels for the hot loops: im2col/col2im, pooling, LRN (both regions). Compiled once, cached on disk.
+"""Numba kernels for the hot loops: im2col/col2im, pooling, LRN. Compiled once, cached on disk.
 
 im2col lays the columns out as (C*KH*KW, N, OH*OW) so that a whole batch is one GEMM and the
 only transposes are of the (small) outputs, never of the column matrix.

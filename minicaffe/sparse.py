@@ -18,8 +18,8 @@ ONE, FOUR = np.uint64(1), np.uint64(4)
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def _rows(r0, r1, indptr, indices, data, x, out):
-    """out[r0:r1] = W[r0:r1] @ x, W (M, K) in CSR, x (K, P). Four non-zeros per pass: four independent sums for a vector,
-    and one load/store of the accumulator per four rows of x for a matrix. Positions are unsigned
+    """out[r0:r1] = W[r0:r1] @ x, W (M, K) in CSR, x (K, P). Four non-zeros per pass: four
+    independent sums for a vector, one load/store of the accumulator per four rows of x for a matrix. Positions are unsigned
     (indptr is uint64), which spares every access Numba's negative-index check."""
     p = out.shape[1]
     if p == 1:
