@@ -19,8 +19,8 @@ ONE, FOUR = np.uint64(1), np.uint64(4)
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def _rows(r0, r1, indptr, indices, data, x, out):
     """out[r0:r1] = W[r0:r1] @ x, W (M, K) in CSR, x (K, P). Four non-zeros per pass: four
-    independent sums for a vector, one load/store of the accumulator per four rows of x for a matrix. Positions are unsigned
-    (indptr is uint64), which spares every access Numba's negative-index check."""
+    independent sums for a vector, one load/store of the accumulator per four rows of x for a
+    matrix. Positions are unsigned (indptr is uint64): no negative-index check on any access."""
     p = out.shape[1]
     if p == 1:
         xv = x.reshape(x.shape[0])       # contiguous, where x[:, 0] would be strided
