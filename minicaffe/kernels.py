@@ -29,9 +29,9 @@ def run(body, n, size, *args):
     if nt == 1:
         body(0, n, *args)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(THREADS - 1, thread_name_prefix="minicaffe-kernel")
-    parts = [_pool.submit(body, b * n // nt, (b + 1) * n // nt, *args) for b in range(1, nt)]
+    if _pool is None or _pool[0] != os.getpid():     # a forked child gets no threads: start anew
+        _pool = (os.getpid(), ThreadPoolExecutor(THREADS - 1, thread_name_prefix="minicaffe-kernel"))
+    parts = [_pool[1].submit(body, b * n // nt, (b + 1) * n // nt, *args) for b in range(1, nt)]
     body(0, n // nt, *args)
     for p in parts:
         p.result()

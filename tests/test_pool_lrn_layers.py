@@ -100,3 +100,23 @@ def test_lrn_within_channel(size):
     box = sum(xp[:, :, i:i + 5, j:j + 4] for i in range(size) for j in range(size)) / size ** 2
     np.testing.assert_allclose(top[0].data, x * (1 + 0.9 * box) ** -0.6, rtol=1e-5)
     check_gradient(text, [x], step=1e-3)
+
+
+def test_kernels_split_over_threads_after_fork():
+    """A forked child has none of its parent's threads; the kernels must not wait for them."""
+    import multiprocessing
+    from minicaffe import kernels
+    x = distinct((4, 8, 64, 64))
+    out, am = np.empty((4, 8, 32, 32), np.float32), np.empty((4, 8, 32, 32), np.int32)
+    kernels.max_pool_fwd(x, 2, 2, 0, 0, 2, 2, out, am)          # large enough to split: pool started
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as p:
+        res = p.apply_async(_pool_in_child, (x,))
+        np.testing.assert_array_equal(res.get(timeout=20), out)
+
+
+def _pool_in_child(x):
+    from minicaffe import kernels
+    out, am = np.empty((4, 8, 32, 32), np.float32), np.empty((4, 8, 32, 32), np.int32)
+    kernels.max_pool_fwd(x, 2, 2, 0, 0, 2, 2, out, am)
+    return out
