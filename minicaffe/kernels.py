@@ -175,12 +175,11 @@ def _lrn_across_fwd(lo, hi, x, size, alpha, beta, k, scale, y):
     a = alpha / size
     for n in range(lo, hi):
         for c in range(ch):
-            lo = max(c - pre, 0)
-            hi = min(c - pre + size, ch)
+            c0, c1 = max(c - pre, 0), min(c - pre + size, ch)
             for i in range(h):
                 for j in range(w):
                     s = 0.0
-                    for cc in range(lo, hi):
+                    for cc in range(c0, c1):
                         v = x[n, cc, i, j]
                         s += v * v
                     sc = k + a * s
@@ -196,12 +195,11 @@ def _lrn_across_bwd(lo, hi, x, y, scale, dy, size, alpha, beta, dx):
     for n in range(lo, hi):
         for c in range(ch):
             # channels whose window contains c
-            lo = max(c - (size - 1 - pre), 0)
-            hi = min(c + pre + 1, ch)
+            c0, c1 = max(c - (size - 1 - pre), 0), min(c + pre + 1, ch)
             for i in range(h):
                 for j in range(w):
                     acc = 0.0
-                    for cc in range(lo, hi):
+                    for cc in range(c0, c1):
                         acc += dy[n, cc, i, j] * y[n, cc, i, j] / scale[n, cc, i, j]
                     dx[n, c, i, j] = (dy[n, c, i, j] * scale[n, c, i, j] ** (-beta)
                                       - coef * x[n, c, i, j] * acc)
