@@ -86,10 +86,11 @@ class ConvBase(Layer):
     def weight_grad_hook(self, dw):
         """Where Cmp layers mask (and share) the weight gradient."""
 
-    def _buf(self, name, shape):
+    def _buf(self, name, shape, fill=None):
+        """A scratch array kept between calls; `fill` sets it when it is (re)allocated."""
         b = getattr(self, name, None)
         if b is None or b.shape != shape:
-            b = np.empty(shape, np.float32)
+            b = np.empty(shape, np.float32) if fill is None else np.full(shape, fill, np.float32)
             setattr(self, name, b)
         return b
 
@@ -170,9 +171,7 @@ class Convolution(ConvBase):
                 dy[...] = t.diff[s:e].reshape(nb, m, p).transpose(1, 0, 2)
                 dy2 = dy.reshape(m, nb * p)
                 if self.bias_term:     # a GEMV with ones, as Caffe does: 3x numpy's sum here
-                    ones = self._buf("_ones", (nb * p,))
-                    ones[...] = 1
-                    self.blobs[1].diff += dy2 @ ones
+                    self.blobs[1].diff += dy2 @ self._buf("_ones", (nb * p,), fill=1)
                 group_matmul(col2, dy2, part, g, tb=True)
                 dwt += part
                 if propagate_down[i]:

@@ -16,20 +16,20 @@ class Blob:
         self.version = 0
         self.frozen = False
 
-    @property
-    def data(self):
+    def _thaw(self):
         if self.frozen:
             self._data.flags.writeable = True
             self.frozen = False
         self.version += 1
+
+    @property
+    def data(self):
+        self._thaw()
         return self._data
 
     @data.setter
     def data(self, array):
-        if self.frozen and array is not self._data:
-            self._data.flags.writeable = True
-        self.frozen = False
-        self.version += 1
+        self._thaw()
         self._data = array
 
     @property
@@ -43,7 +43,6 @@ class Blob:
         if not self.frozen and self._data.flags.owndata:
             self._data.flags.writeable = False
             self.frozen = True
-        return self.frozen
 
     @property
     def shape(self):

@@ -21,12 +21,11 @@ THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 
 _pool = None
 
 
-def run(body, n, size, *args):
-    """body(lo, hi, *args) over range(n), whose calls write `size` elements in all: on this thread,
-    or in one slice per core."""
+def split(body, n, nt, *args):
+    """body(lo, hi, *args) over range(n) in nt slices, the first on this thread."""
     global _pool
-    nt = 1 if size < SERIAL_BELOW else min(THREADS, n)
-    if nt == 1:
+    nt = min(nt, n)
+    if nt <= 1:
         body(0, n, *args)
         return
     if _pool is None or _pool[0] != os.getpid():     # a forked child gets no threads: start anew
@@ -35,6 +34,11 @@ def run(body, n, size, *args):
     body(0, n // nt, *args)
     for p in parts:
         p.result()
+
+
+def run(body, n, size, *args):
+    """split over the cores, unless the calls write fewer than SERIAL_BELOW elements in all."""
+    split(body, n, 1 if size < SERIAL_BELOW else THREADS, *args)
 
 
 @jit

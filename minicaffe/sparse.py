@@ -71,11 +71,9 @@ class CSR:
         self.data = w2[rows, cols].astype(np.float32)
 
     def matmul(self, x, out, threads=True):
-        args = (self.indptr, self.indices, self.data, x, out)
-        if threads:
-            kernels.run(_rows, out.shape[0], kernels.SERIAL_BELOW, *args)   # split whatever the size
-        else:
-            _rows(0, out.shape[0], *args)
+        # no size rule here: the layer measures both and keeps the faster
+        kernels.split(_rows, out.shape[0], kernels.THREADS if threads else 1,
+                      self.indptr, self.indices, self.data, x, out)
 
 
 class SparseChooser:
