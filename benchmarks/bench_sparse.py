@@ -1,4 +1,4 @@
-"""Dense vs sparse (CSR) forward products at several sparsities, and the pruned digits LeNet's
+"""Dense vs sparse (sliced CSR) forward products at several sparsities, and the pruned digits LeNet's
 whole forward pass with the sparse path allowed or not. Prints figures; never asserts."""
 import os
 import time
@@ -7,7 +7,7 @@ import minicaffe  # before numpy: sets how OpenBLAS's threads wait (minicaffe/__
 import numpy as np
 
 from minicaffe import log, sparse
-from minicaffe.sparse import CSR
+from minicaffe.sparse import SlicedCSR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,7 +44,7 @@ def product_table():
               ("ip 1024x4096", 4096, 1024, 1), ("ip 1024x4096", 4096, 1024, 64),
               ("lenet conv2", 50, 500, 64 * 64), ("cifar_quick conv2", 32, 800, 100 * 256),
               ("cifar_quick conv3", 64, 800, 100 * 64)]
-    print("sparse = the faster of the CSR product on all threads and on one (the layers measure both)")
+    print("sparse = the faster of the sparse product on all threads and on one (the layers measure both)")
     print(f"{'product':<18} {'P':>6} {'sparsity':>8} {'dense ms':>9} {'sparse ms':>10} {'speed-up':>8}"
           f"   {'cold: dense':>11} {'sparse':>7} {'speed-up':>8}")
     for label, m, k, p in shapes:
@@ -53,7 +53,7 @@ def product_table():
         for s in (0.0, 0.5, 0.8, 0.9, 0.95):
             w = rs.randn(m, k).astype(np.float32)
             w[rs.rand(m, k) < s] = 0
-            csr = CSR(w)
+            csr = SlicedCSR(w)
             dense = lambda: np.matmul(w, x, out=out)  # noqa: E731
             sparse_mt = lambda: csr.matmul(x, out)  # noqa: E731
             sparse_1t = lambda: csr.matmul(x, out, threads=False)  # noqa: E731

@@ -161,10 +161,12 @@ def test_sparse_inference_matches_dense(text, shape):
     np.testing.assert_allclose(results["sparse"], tt[0].data, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("m,k,p", [(37, 50, 1), (37, 50, 3), (9, 300, 1100)])
-def test_csr_product(m, k, p):
-    """Rows of every length mod 4, one column, a few, and several column tiles."""
-    from minicaffe.sparse import CSR
+@pytest.mark.parametrize("m,k,p", [(37, 50, 1), (37, 50, 3), (9, 300, 1100), (5, 20, 1), (64, 70, 1),
+                                   (11, 70000, 1), (11, 70000, 2)])
+def test_sparse_product(m, k, p):
+    """Rows of every length mod 4, slices full and padded, one column, a few, several column
+    tiles, and columns past 2^16 (32-bit indices)."""
+    from minicaffe.sparse import SlicedCSR
     rs = np.random.RandomState(3)
     w = rs.randn(m, k).astype(np.float32)
     w[rs.rand(m, k) < 0.85] = 0
@@ -173,7 +175,7 @@ def test_csr_product(m, k, p):
     ref = w.astype(np.float64) @ x
     for threads in (True, False):
         out = np.full((m, p), np.nan, np.float32)
-        CSR(w).matmul(x, out, threads)
+        SlicedCSR(w).matmul(x, out, threads)
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
 
 
