@@ -11,6 +11,7 @@ together. The inner loops are LLVM vector code (Numba intrinsics): Numba's own l
 value, one column and one x a non-zero, and reload the sums (1024x4096 at 90% on this 2-core
 host: batch 1 0.29 -> 0.07 ms, batch 64 2.1 -> 1.4 ms; dense takes 0.25 and 4.4).
 """
+import os
 import time
 
 import numba as nb
@@ -176,6 +177,17 @@ def _matrix_rows(q0, q1, sptr, rows, lengths, indices, data, x, out):
         out[r, full:] = acc
 
 
+_openmp_pid = []
+
+
+def _openmp_owner():
+    """The process that may use the OpenMP pool: GNU OpenMP aborts a forked child that enters a
+    parallel region once its parent has, so a child takes the one-thread product instead."""
+    if not _openmp_pid:
+        _openmp_pid.append(os.getpid())
+    return _openmp_pid[0]
+
+
 class SlicedCSR:
     def __init__(self, w2):
         self.source = w2.copy()
@@ -209,7 +221,7 @@ class SlicedCSR:
         arrays = (self.sptr, self.rows, self.indices, self.data)
         if x.shape[1] == 1:
             xv, ov = x.reshape(-1), out.reshape(-1)     # contiguous, where x[:, 0] would be strided
-            if nt > 1:
+            if nt > 1 and _openmp_owner() == os.getpid():
                 _vector_parallel(nt, *arrays, xv, ov)
             else:
                 _vector_slices(0, self.sptr.shape[0] - 1, *arrays, xv, ov)

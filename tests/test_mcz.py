@@ -201,3 +201,23 @@ def test_sparse_inference_sees_weight_changes():
     forward(layer, bottom, top)
     assert layer.path == "sparse"
     np.testing.assert_allclose(top[0].data, x @ w.T, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_vector_product_in_forked_child():
+    """A child forked after the OpenMP pool was used gets the right product instead of an abort."""
+    import os
+    from minicaffe.sparse import SlicedCSR
+    rs = np.random.RandomState(5)
+    w = rs.randn(40, 60).astype(np.float32)
+    w[rs.rand(40, 60) < 0.9] = 0
+    x = rs.randn(60, 1).astype(np.float32)
+    out = np.empty((40, 1), np.float32)
+    csr = SlicedCSR(w)
+    csr.matmul(x, out)
+    pid = os.fork()
+    if pid == 0:
+        out[...] = np.nan
+        csr.matmul(x, out)
+        os._exit(0 if np.allclose(out, w @ x, atol=1e-4) else 3)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
