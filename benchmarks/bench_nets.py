@@ -50,9 +50,10 @@ def torch_times(iters):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def main(iters=20, rounds=3):
+def main(iters=20, rounds=5):
     """Each round times PyTorch (its own process), then us; the best round of each counts, since
-    this machine's noise only ever adds time."""
+    this machine's noise only ever adds time (a 1024^3 GEMM's rate swung 96-185 GFLOP/s between
+    half-second windows here, so three rounds often caught no quiet one for one side)."""
     log.quiet = True
     solvers = {name: solver(path) for name, path, _ in NETS}
     best = {}
