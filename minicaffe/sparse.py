@@ -29,6 +29,14 @@ LANES = 8              # rows per slice
 U = np.uint64          # unsigned positions: no negative-index check on any access
 
 
+def _vector_types(builder):
+    """i32, i64, <8 x float> and the vector multiply-add, for the intrinsics below."""
+    vec = ir.VectorType(ir.FloatType(), LANES)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                         "llvm.fmuladd.v8f32")
+    return ir.IntType(32), ir.IntType(64), vec, fma
+
+
 @intrinsic
 def _slice_sums(typingctx, t0, t1, indices, data, xv):
     """The eight sums of a slice, over its entries t0 to t1: data[t:t+8] * xv[indices[t:t+8]].
@@ -45,9 +53,7 @@ def _slice_sums(typingctx, t0, t1, indices, data, xv):
         t0, t1 = args[0], args[1]
         ind, dat, x = (context.make_array(ty)(context, builder, a).data
                        for ty, a in zip(sig.args[2:], args[2:]))
-        i32, i64, vec = ir.IntType(32), ir.IntType(64), ir.VectorType(ir.FloatType(), LANES)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
-                                             "llvm.fmuladd.v8f32")
+        i32, i64, vec, fma = _vector_types(builder)
         sums = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES))
                 for _ in range(2)]
 
@@ -76,7 +82,7 @@ def _slice_sums(typingctx, t0, t1, indices, data, xv):
         total = builder.fadd(builder.load(sums[0]), builder.load(sums[1]))
         return context.make_tuple(builder, tuple8, [
             builder.extract_element(total, ir.Constant(i32, i)) for i in range(LANES)])
-    return tuple8(t0, t1, indices, data, xv), codegen
+    return tuple8(types.uint64, types.uint64, indices, data, xv), codegen
 
 
 @nb.njit(cache=True, nogil=True)
@@ -115,9 +121,7 @@ def _row_block(typingctx, t, e, indices, data, x, j0, out, r):
         t, e, _, _, _, j0, _, r = args
         ind, dat, xa, oa = (context.make_array(sig.args[k])(context, builder, args[k])
                             for k in (2, 3, 4, 6))
-        i32, i64, vec = ir.IntType(32), ir.IntType(64), ir.VectorType(ir.FloatType(), LANES)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
-                                             "llvm.fmuladd.v8f32")
+        i32, i64, vec, fma = _vector_types(builder)
         x_cols = cgutils.unpack_tuple(builder, xa.shape)[1]
         out_cols = cgutils.unpack_tuple(builder, oa.shape)[1]
         sums = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES))
