@@ -1,5 +1,5 @@
-"""Dense vs sparse (sliced CSR) forward products at several sparsities, and the pruned digits LeNet's
-whole forward pass with the sparse path allowed or not. Prints figures; never asserts."""
+"""Dense vs sparse (sliced CSR) forward products at several sparsities, and the pruned digits
+LeNet's whole forward pass with the sparse path allowed or not. Prints figures; never asserts."""
 import os
 import time
 
@@ -44,7 +44,8 @@ def product_table():
               ("ip 1024x4096", 4096, 1024, 1), ("ip 1024x4096", 4096, 1024, 64),
               ("lenet conv2", 50, 500, 64 * 64), ("cifar_quick conv2", 32, 800, 100 * 256),
               ("cifar_quick conv3", 64, 800, 100 * 64)]
-    print("sparse = the faster of the sparse product on all threads and on one (the layers measure both)")
+    print("sparse = the faster of the sparse product on all threads and on one "
+          "(the layers measure both)")
     print(f"{'product':<18} {'P':>6} {'sparsity':>8} {'dense ms':>9} {'sparse ms':>10} {'speed-up':>8}"
           f"   {'cold: dense':>11} {'sparse':>7} {'speed-up':>8}")
     for label, m, k, p in shapes:

@@ -7,9 +7,9 @@ Each kernel is a body over a range of rows or planes (`_name(lo, hi, ...)`), com
 GIL, and `run` splits the range over one Python thread per core. Not Numba's parallel=True: its
 OpenMP runtime fought OpenBLAS's threads for the cores, and its compilation took 0.7 s a kernel on
 every fresh checkout (measured: the same split over threads runs as fast once the work is large).
-Small arrays stay on the calling thread: a hand-off costs 40-110 us (by host), 10x a batch-1 im2col.
-The one exception is the sparse batch-1 product (sparse.py), where that hand-off was the product's
-whole cost.
+Small arrays stay on the calling thread: a hand-off costs 40-110 us (by host), 10x a batch-1
+im2col. The one exception is the sparse batch-1 product (sparse.py), where that hand-off was the
+product's whole cost.
 """
 import os
 from concurrent.futures import ThreadPoolExecutor

@@ -9,7 +9,7 @@ The weight is stored as sliced CSR (SELL-8): rows sorted by length, in slices of
 padded to its longest row and stored column by column, so that the eight rows of a slice advance
 together. The inner loops are LLVM vector code (Numba intrinsics): Numba's own loops load one
 value, one column and one x a non-zero, and reload the sums (1024x4096 at 90% on this 2-core
-host: batch 1 0.29 -> 0.07 ms, batch 64 2.1 -> 1.4 ms; dense takes 0.25 and 4.4).
+host: batch 1 0.29 -> 0.07 ms, batch 64 2.1 -> 0.9-1.4 ms; dense takes 0.24 and 3.5-4.4).
 """
 import os
 import time

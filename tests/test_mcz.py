@@ -164,8 +164,8 @@ def test_sparse_inference_matches_dense(text, shape):
 @pytest.mark.parametrize("m,k,p", [(37, 50, 1), (37, 50, 3), (9, 300, 1100), (5, 20, 1), (64, 70, 1),
                                    (11, 70000, 1), (11, 70000, 2)])
 def test_sparse_product(m, k, p):
-    """Rows of every length mod 4, slices full and padded, one column, a few, several column
-    tiles, and columns past 2^16 (32-bit indices)."""
+    """Rows of odd and even lengths and an empty one, slices full and padded, one column, a few,
+    several 64-column blocks and a remainder, and columns past 2^16 (32-bit indices)."""
     from minicaffe.sparse import SlicedCSR
     rs = np.random.RandomState(3)
     w = rs.randn(m, k).astype(np.float32)
