@@ -153,6 +153,14 @@ def _row_block(typingctx, t, e, indices, data, x, j0, out, r):
     return types.void(u64, u64, indices, data, x, u64, out, u64), codegen
 
 
+@nb.njit(cache=True, nogil=True)
+def _slot(q, sptr, rows, lengths):
+    """The row in slot q, and where its entries start and end (every eighth from the start)."""
+    r = rows[q]
+    t = sptr[q // LANES] + U(q % LANES)
+    return r, t, t + U(lengths[r]) * U(LANES)
+
+
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def _matrix_rows(q0, q1, sptr, rows, lengths, indices, data, x, out):
     """out = W @ x for x (K, P), the rows in slots q0 to q1: 64 columns at a time for every row
@@ -161,18 +169,15 @@ def _matrix_rows(q0, q1, sptr, rows, lengths, indices, data, x, out):
     full = p - p % BLOCK
     for j0 in range(0, full, BLOCK):
         for q in range(q0, q1):
-            t = sptr[q // LANES] + U(q % LANES)
-            r = rows[q]
-            _row_block(t, t + U(lengths[r]) * U(LANES), indices, data, x, U(j0), out, U(r))
+            r, t, e = _slot(q, sptr, rows, lengths)
+            _row_block(t, e, indices, data, x, U(j0), out, U(r))
     n = p - full
     if n == 0:
         return
     acc = np.empty(n, np.float32)
     for q in range(q0, q1):
-        r = rows[q]
+        r, t, e = _slot(q, sptr, rows, lengths)
         acc[:] = 0.0
-        t = sptr[q // LANES] + U(q % LANES)
-        e = t + U(lengths[r]) * U(LANES)
         while t < e:
             v, xr = data[t], x[indices[t], full:]
             for j in range(n):
