@@ -93,14 +93,9 @@ def test_inner_product(transpose, axis):
     check_gradient(text, [x])
 
 
-KEEP = pytest.mark.parametrize("keep", [True, False], ids=["columns-kept", "columns-rebuilt"])
-
-
-@KEEP
-def test_convolution_in_blocks_of_images(monkeypatch, keep):
+def test_convolution_in_blocks_of_images(monkeypatch):
     """Blocking the batch for the cache must not change results."""
     from minicaffe.layers import conv
-    monkeypatch.setattr(conv, "KEEP_BYTES", 1 << 30 if keep else 0)
     x = np.random.RandomState(5).randn(5, 4, 6, 6).astype(np.float32)
     text = CONV.format(m=4, k=3, s=1, p=1, d=1, g=2, bias="true")
     layer, bottom, top = make_layer(text, [x])
@@ -112,23 +107,19 @@ def test_convolution_in_blocks_of_images(monkeypatch, keep):
     check_gradient(text, [x])
 
 
-@KEEP
-def test_convolution_two_bottoms_in_blocks(monkeypatch, keep):
+def test_convolution_two_bottoms_in_blocks(monkeypatch):
     """Two bottoms share the weights; backward must rebuild the columns the forward buffer lost."""
     from minicaffe.layers import conv
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
-    monkeypatch.setattr(conv, "KEEP_BYTES", 1 << 30 if keep else 0)
     rs = np.random.RandomState(6)
     a, b = rs.randn(3, 2, 5, 5).astype(np.float32), rs.randn(3, 2, 5, 5).astype(np.float32)
     check_gradient(CONV.format(m=3, k=3, s=1, p=1, d=1, g=1, bias="true"), [a, b], n_top=2)
 
 
-@KEEP
-def test_convolution_backward_twice(monkeypatch, keep):
+def test_convolution_backward_twice(monkeypatch):
     """A second backward after one forward: the columns must not be the first one's dcol."""
     from minicaffe.layers import conv
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
-    monkeypatch.setattr(conv, "KEEP_BYTES", 1 << 30 if keep else 0)
     x = np.random.RandomState(7).randn(3, 2, 5, 5).astype(np.float32)
     layer, bottom, top = make_layer(CONV.format(m=3, k=3, s=1, p=1, d=1, g=1, bias="true"), [x])
     forward(layer, bottom, top)
@@ -138,6 +129,5 @@ def test_convolution_backward_twice(monkeypatch, keep):
         layer.blobs[0].diff[...] = 0
         layer.backward(top, [True], bottom)
         grads.append((layer.blobs[0].diff.copy(), bottom[0].diff.copy()))
-    assert layer.keep == keep
     for a, b in zip(*grads):
         np.testing.assert_array_equal(a, b)
