@@ -1,7 +1,7 @@
 """Convolution and Deconvolution: batched im2col + one GEMM per group (DESIGN.md speed rules)."""
 import numpy as np
 
-from minicaffe import kernels
+from minicaffe import gemm, kernels
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.sparse import SparseChooser
 from minicaffe.filler import fill
@@ -25,12 +25,15 @@ def _pair(rep, h, w, default, name, layer):
     raise layer.error(f"{name} takes 1 or 2 values for 2-D convolution, got {len(vals)}")
 
 
-def group_matmul(a, b, out, g, ta=False, tb=False):
-    """out = op(a) @ op(b) block-diagonally: the rows of a, b and out split into g groups."""
-    ra, rb, ro = a.shape[0] // g, b.shape[0] // g, out.shape[0] // g
+def group_matmul(a, b, out, g, ta=False, tb=False, b_cols=False, accumulate=False):
+    """out (+)= op(a) @ op(b) block-diagonally: the rows of a, b (or b's columns) and out split
+    into g groups."""
+    ra, ro = a.shape[0] // g, out.shape[0] // g
+    rb = b.shape[1 if b_cols else 0] // g
     for i in range(g):
-        x, y = a[i * ra:(i + 1) * ra], b[i * rb:(i + 1) * rb]
-        np.matmul(x.T if ta else x, y.T if tb else y, out=out[i * ro:(i + 1) * ro])
+        x = a[i * ra:(i + 1) * ra]
+        y = b[:, i * rb:(i + 1) * rb] if b_cols else b[i * rb:(i + 1) * rb]
+        gemm.matmul(x.T if ta else x, y.T if tb else y, out[i * ro:(i + 1) * ro], accumulate)
 
 
 class ConvBase(Layer):
@@ -140,7 +143,7 @@ class Convolution(ConvBase):
                 out = self._buf("_out", (m, nb * p))
                 col2 = col.reshape(ck, nb * p)
                 if csr is not None:
-                    self.sparse.run(self, csr, col2, out, lambda: np.matmul(w2, col2, out=out))
+                    self.sparse.run(self, csr, col2, out, lambda: gemm.matmul(w2, col2, out))
                 else:
                     group_matmul(w2, col2, out, self.group)
                 if self.bias_term:     # while the block is in cache
@@ -155,10 +158,9 @@ class Convolution(ConvBase):
         m, g = self.num_output, self.group
         ko = ck // g
         wts = self.blobs[0].data.reshape(m, -1)
-        # the weight gradient transposed, col @ dy^T: measured 1.2-1.5x faster in OpenBLAS than
-        # dy @ col^T (cifar10_quick conv2: 7.7 ms instead of 11.8 per batch)
+        # the weight gradient transposed, col @ dy^T, with dy^T laid out as rows: each block's
+        # product adds into it, and reads the columns once
         dwt = np.zeros((ck, m // g), np.float32)
-        part = np.empty((ck, m // g), np.float32)
         # last block first: its columns are still in _col from forward, so they need no im2col.
         # The other blocks' are built again: keeping every block's (82 MB for cifar10_quick's
         # conv2) made steps 7% slower here than a second im2col from a cached input.
@@ -171,15 +173,17 @@ class Convolution(ConvBase):
                     kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col)
                 self._last = None       # dcol overwrites the columns below
                 col2 = col.reshape(ck, nb * p)
-                dy = self._buf("_dy", (m, nb, p))
-                dy[...] = t.diff[s:e].reshape(nb, m, p).transpose(1, 0, 2)
-                dy2 = dy.reshape(m, nb * p)
+                diff = t.diff[s:e].reshape(nb, m, p)
+                dyt = self._buf("_dyt", (nb, p, m))
+                dyt[...] = diff.transpose(0, 2, 1)
+                dyt2 = dyt.reshape(nb * p, m)
                 if self.bias_term:     # a GEMV with ones, as Caffe does: 3x numpy's sum here
-                    self.blobs[1].diff += dy2 @ self._buf("_ones", (nb * p,), fill=1)
-                group_matmul(col2, dy2, part, g, tb=True)
-                dwt += part
+                    self.blobs[1].diff += self._buf("_ones", (nb * p,), fill=1) @ dyt2
+                group_matmul(col2, dyt2, dwt, g, b_cols=True, accumulate=True)
                 if propagate_down[i]:     # dcol in place of the columns
-                    group_matmul(wts, dy2, col2, g, ta=True)
+                    dy = self._buf("_dy", (m, nb, p))
+                    dy[...] = diff.transpose(1, 0, 2)
+                    group_matmul(wts, dy.reshape(m, nb * p), col2, g, ta=True)
                     kernels.col2im(col, *self.geometry(), self.oh, self.ow, b.diff[s:e])
         dw = np.ascontiguousarray(dwt.reshape(g, ko, m // g).transpose(0, 2, 1)).reshape(m, ko)
         self.weight_grad_hook(dw)

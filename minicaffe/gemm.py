@@ -1,0 +1,182 @@
+"""out = a @ b (or out += a @ b) for the convolutions' skinny products, in AVX-512 vector code.
+
+A convolution's products have one short side (the output channels, or the columns of a block of
+weight gradients) and one long one. OpenBLAS runs them at 200-240 GFLOP/s on this 2-core Zen 5
+with its AVX2 kernels (the ones it takes there, or is told to take by OPENBLAS_CORETYPE), well
+under the 470 its AVX-512 kernels reach on a square product. Here a tile of R rows by V vectors of
+`out` (R * V <= 24 of the 32 vector registers) stays in registers for the whole inner dimension: a
+step loads V vectors of one row of b, broadcasts R values of a column of a and does R * V
+multiply-adds. The columns of out are cut into panels of 64 (then 32, 16); a panel of b stays in
+the core's cache while every row tile of out passes over it; the tiles are split between threads.
+
+Used only where LLVM targets AVX-512 (`AVAILABLE`); elsewhere, and for what a vector panel does not
+cover (b's or out's columns strided, the last `N % 16` columns), numpy's matmul.
+"""
+import numba as nb
+import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba.core import cgutils, config, types
+from numba.extending import intrinsic
+
+from . import kernels
+
+LANES = 16                      # floats in a vector register
+SUMS = 24                       # registers a tile keeps its sums in
+PANELS = (4, 2, 1)              # vectors across a panel, widest first
+U = np.uint64
+
+
+def _avx512():
+    try:
+        return config.CPU_NAME is None and bool(llvm.get_host_cpu_features().get("avx512f"))
+    except Exception:           # no host features on this platform: take numpy's
+        return False
+
+
+AVAILABLE = _avx512()
+
+
+def _max_rows(v):
+    return min(SUMS // v, 12)
+
+
+def _tile_intrinsic(v):
+    """tile(a, b, out, m0, rows, n0, k, accumulate): out[m0:m0+rows, n0:n0+16v] (+)= a[m0:m0+rows,
+    :k] @ b[:k, n0:n0+16v], rows <= _max_rows(v); strides are read from the arrays (in bytes), so
+    a may be any view, b and out any arrays whose rows are contiguous."""
+    r_max = _max_rows(v)
+
+    @intrinsic
+    def tile(typingctx, a, b, out, m0, rows, n0, k, accumulate):
+        def codegen(context, builder, sig, args):
+            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+            vec = ir.VectorType(ir.FloatType(), LANES)
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
+                                                 f"llvm.fmuladd.v{LANES}f32")
+            arrays = [context.make_array(sig.args[i])(context, builder, args[i]) for i in range(3)]
+            (pa, pb, po) = (builder.bitcast(x.data, i8.as_pointer()) for x in arrays)
+            (sam, sak), (ldb, _), (ldo, _) = (cgutils.unpack_tuple(builder, x.strides) for x in arrays)
+            m0, rows, n0, kk, acc_flag = args[3:]
+            four = ir.Constant(i64, 4)
+            zero = ir.Constant(vec, [0.0] * LANES)
+            sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(v)] for _ in range(r_max)]
+            splat = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+
+            def at(base, offset, ty):
+                return builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
+
+            def vector(base, offset, j):
+                return at(base, builder.add(offset, ir.Constant(i64, 4 * LANES * j)), vec)
+
+            a0 = builder.mul(m0, sam)
+            b0 = builder.mul(n0, four)
+            o0 = builder.add(builder.mul(m0, ldo), b0)
+            end = builder.append_basic_block("tile.end")
+            switch = builder.switch(rows, end)
+            for r in range(1, r_max + 1):
+                block = builder.append_basic_block(f"tile.rows{r}")
+                switch.add_case(ir.Constant(i64, r), block)
+                builder.position_at_end(block)
+                for row in sums[:r]:
+                    for s in row:
+                        builder.store(zero, s)
+                with cgutils.for_range(builder, kk) as loop:
+                    brow = builder.add(b0, builder.mul(loop.index, ldb))
+                    bv = [builder.load(vector(pb, brow, j), align=4) for j in range(v)]
+                    acol = builder.add(a0, builder.mul(loop.index, sak))
+                    for i in range(r):
+                        x = builder.load(at(pa, builder.add(acol, builder.mul(ir.Constant(i64, i), sam)),
+                                            ir.FloatType()))
+                        x = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, None), x,
+                                                                          ir.Constant(i32, 0)),
+                                                   ir.Constant(vec, None), splat)
+                        for j in range(v):
+                            builder.store(builder.call(fma, [x, bv[j], builder.load(sums[i][j])]),
+                                          sums[i][j])
+                add = builder.icmp_unsigned("!=", acc_flag, ir.Constant(i64, 0))
+                with builder.if_else(add) as (then, otherwise):
+                    for adding in (then, otherwise):
+                        with adding:
+                            for i in range(r):
+                                orow = builder.add(o0, builder.mul(ir.Constant(i64, i), ldo))
+                                for j in range(v):
+                                    p = vector(po, orow, j)
+                                    total = builder.load(sums[i][j])
+                                    if adding is then:
+                                        total = builder.fadd(builder.load(p, align=4), total)
+                                    builder.store(total, p, align=4)
+                builder.branch(end)
+            builder.position_at_end(end)
+            return context.get_dummy_value()
+
+        u = types.uint64
+        return types.void(a, b, out, u, u, u, u, u), codegen
+    return tile
+
+
+_tile4, _tile2, _tile1 = (_tile_intrinsic(v) for v in PANELS)
+
+
+@nb.njit(cache=True, nogil=True)
+def _tiles(t0, t1, a, b, out, panels, acc):
+    """Tiles t0 to t1 of the plan: panel by panel (b's panel stays in cache), in each the row
+    tiles, rows shared out evenly (32 rows of six at most: 6, 6, 5, 5, 5, 5)."""
+    m, k = a.shape
+    t = 0
+    for p in range(panels.shape[0]):
+        n0, v, count = panels[p, 0], panels[p, 1], panels[p, 2]
+        if t + count <= t0:
+            t += count
+            continue
+        for i in range(count):
+            if t0 <= t < t1:
+                lo, hi = i * m // count, (i + 1) * m // count
+                if v == 4:
+                    _tile4(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc))
+                elif v == 2:
+                    _tile2(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc))
+                else:
+                    _tile1(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc))
+            t += 1
+        if t >= t1:
+            return
+
+
+def _plan(m, n):
+    """(first column, vectors, row tiles) per panel, and the columns the panels cover."""
+    panels, n0 = [], 0
+    for v in PANELS:
+        width = v * LANES
+        while n - n0 >= width:
+            panels.append((n0, v, -(-m // _max_rows(v))))
+            n0 += width
+    return np.array(panels, np.int64).reshape(-1, 3), n0
+
+
+_plans = {}
+
+
+def matmul(a, b, out, accumulate=False):
+    """out = a @ b, or out += a @ b; float32, any strides for a."""
+    m, k = a.shape
+    n = b.shape[1]
+    if (not AVAILABLE or b.strides[1] != 4 or out.strides[1] != 4 or n < LANES
+            or min(a.strides + b.strides + out.strides) < 0):
+        if accumulate:
+            out += a @ b
+        else:
+            np.matmul(a, b, out=out)
+        return
+    if (m, n) not in _plans:
+        _plans[m, n] = _plan(m, n)
+    panels, covered = _plans[m, n]
+    total = int(panels[:, 2].sum())
+    nt = min(kernels.THREADS, total) if m * n * k >= 1 << 18 else 1
+    kernels.split(_tiles, total, nt, a, b, out, panels, int(accumulate))
+    if covered < n:
+        rest = a @ b[:, covered:]
+        if accumulate:
+            out[:, covered:] += rest
+        else:
+            out[:, covered:] = rest
