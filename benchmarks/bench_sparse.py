@@ -6,7 +6,7 @@ import time
 import minicaffe  # before numpy: sets how OpenBLAS's threads wait (minicaffe/__init__.py)
 import numpy as np
 
-from minicaffe import log, sparse
+from minicaffe import gemm, log, sparse
 from minicaffe.sparse import SlicedCSR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +55,9 @@ def product_table():
             w = rs.randn(m, k).astype(np.float32)
             w[rs.rand(m, k) < s] = 0
             csr = SlicedCSR(w)
-            dense = lambda: np.matmul(w, x, out=out)  # noqa: E731
+            # the dense product each layer runs: numpy's for InnerProduct, gemm's for Convolution
+            matmul = np.matmul if label.startswith("ip") else gemm.matmul
+            dense = lambda: matmul(w, x, out=out)  # noqa: E731
             sparse_mt = lambda: csr.matmul(x, out)  # noqa: E731
             sparse_1t = lambda: csr.matmul(x, out, threads=False)  # noqa: E731
             d, sp = best_ms(dense), min(best_ms(sparse_mt), best_ms(sparse_1t))

@@ -24,6 +24,7 @@ from . import kernels
 LANES = 16                      # floats in a vector register
 SUMS = 24                       # registers a tile keeps its sums in
 PANELS = (4, 2, 1)              # vectors across a panel, widest first
+SPLIT_ABOVE = 1 << 24           # multiply-adds: below, a thread's hand-off (40-110 us) costs more
 U = np.uint64
 
 
@@ -172,7 +173,7 @@ def matmul(a, b, out, accumulate=False):
         _plans[m, n] = _plan(m, n)
     panels, covered = _plans[m, n]
     total = int(panels[:, 2].sum())
-    nt = min(kernels.THREADS, total) if m * n * k >= 1 << 18 else 1
+    nt = min(kernels.THREADS, total) if m * n * k >= SPLIT_ABOVE else 1
     kernels.split(_tiles, total, nt, a, b, out, panels, int(accumulate))
     if covered < n:
         rest = a @ b[:, covered:]
