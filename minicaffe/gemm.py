@@ -8,6 +8,8 @@ under the 470 its AVX-512 kernels reach on a square product. Here a tile of R ro
 step loads V vectors of one row of b, broadcasts R values of a column of a and does R * V
 multiply-adds. The columns of out are cut into panels of 64 (then 32, 16); a panel of b stays in
 the core's cache while every row tile of out passes over it; the tiles are split between threads.
+On the cifar10_quick shapes that is 360-510 GFLOP/s (32x800x2560 0.62 -> 0.32 ms; 75x27648x32,
+conv1's weight gradient, 0.95 -> 0.31 ms).
 
 Used only where LLVM targets AVX-512 (`AVAILABLE`); elsewhere, and for what a vector panel does not
 cover (b's or out's columns strided, the last `N % 16` columns), numpy's matmul.
@@ -162,8 +164,8 @@ def matmul(a, b, out, accumulate=False):
     """out = a @ b, or out += a @ b; float32, any strides for a."""
     m, k = a.shape
     n = b.shape[1]
-    if (not AVAILABLE or b.strides[1] != 4 or out.strides[1] != 4 or n < LANES
-            or min(a.strides + b.strides + out.strides) < 0):
+    if (not AVAILABLE or n < LANES or {a.dtype, b.dtype, out.dtype} != {np.dtype(np.float32)}
+            or b.strides[1] != 4 or out.strides[1] != 4 or min(a.strides + b.strides + out.strides) < 0):
         if accumulate:
             out += a @ b
         else:
