@@ -25,7 +25,7 @@ def _pair(rep, h, w, default, name, layer):
     raise layer.error(f"{name} takes 1 or 2 values for 2-D convolution, got {len(vals)}")
 
 
-def group_matmul(a, b, out, g, ta=False, tb=False, b_cols=False, accumulate=False):
+def group_matmul(a, b, out, g, ta=False, tb=False, b_cols=False, accumulate=False, threads=None):
     """out (+)= op(a) @ op(b) block-diagonally: the rows of a, b (or b's columns) and out split
     into g groups."""
     ra, ro = a.shape[0] // g, out.shape[0] // g
@@ -33,7 +33,7 @@ def group_matmul(a, b, out, g, ta=False, tb=False, b_cols=False, accumulate=Fals
     for i in range(g):
         x = a[i * ra:(i + 1) * ra]
         y = b[:, i * rb:(i + 1) * rb] if b_cols else b[i * rb:(i + 1) * rb]
-        gemm.matmul(x.T if ta else x, y.T if tb else y, out[i * ro:(i + 1) * ro], accumulate)
+        gemm.matmul(x.T if ta else x, y.T if tb else y, out[i * ro:(i + 1) * ro], accumulate, threads)
 
 
 class ConvBase(Layer):
@@ -67,7 +67,7 @@ class ConvBase(Layer):
             raise self.error(f"channels ({self.channels}) and num_output ({self.num_output}) "
                              f"must be divisible by group ({self.group})")
         self.bias_term = cp.bias_term
-        self._last = None   # (bottom, first image) of the block whose columns are in _col
+        self._last = {}     # thread -> (bottom, first image) of the block whose columns are in its _col
         wshape = self.weight_shape()
         self.new_param(wshape).data[...] = fill(cp.weight_filler, wshape)
         if self.bias_term:
@@ -115,18 +115,29 @@ class Convolution(ConvBase):
                 raise self.error("all bottoms must have the same shape")
             t.reshape(n, self.num_output, self.oh, self.ow)
 
-    def chunks(self, n, ck, p):
-        """Images per block: the column block stays cache-sized (measured: the batch-100 column
-        matrix of cifar10_quick's conv2 is 82 MB and its GEMMs ran 2x slower than in 4 MB blocks).
-        8 MB rather than 4: half the GEMM calls and thread hand-offs; steps 4-7% faster on all three
-        benchmark nets (alternating steps in one process), 16 MB no faster again."""
-        per = max(1, CHUNK_BYTES // (4 * ck * p))
-        return [(s, min(s + per, n)) for s in range(0, n, per)]
+    def chunks(self, lo, hi, ck, p, nt):
+        """The blocks of images lo to hi, for one of nt threads: the column block stays cache-sized
+        (measured: the batch-100 column matrix of cifar10_quick's conv2 is 82 MB and its GEMMs ran
+        2x slower than in 4 MB blocks). 8 MB in all rather than 4 or 16: steps 4-10% faster."""
+        per = max(1, CHUNK_BYTES // nt // (4 * ck * p))
+        return [(s, min(s + per, hi)) for s in range(lo, hi, per)]
+
+    def threads(self, n):
+        macs = n * self.channels * self.kh * self.kw * self.oh * self.ow * self.num_output // self.group
+        return min(n, kernels.THREADS if macs >= gemm.SPLIT_ABOVE else 1)
+
+    def each_thread(self, body, n, *args):
+        """body(k, lo, hi, inner, *args): thread k takes images lo to hi through every kernel on its
+        own (inner = 1), one hand-off a pass instead of one a kernel (55 us each; cifar10_quick
+        made ~90 a step). On one thread, inner = None lets each kernel split as its size says."""
+        nt = self.threads(n)
+
+        def part(k0, k1):
+            for k in range(k0, k1):
+                body(k, k * n // nt, (k + 1) * n // nt, 1 if nt > 1 else None, nt, *args)
+        kernels.split(part, nt, nt)
 
     def forward(self, bottom, top):
-        n, c, h, w = bottom[0].shape
-        p = self.oh * self.ow
-        ck = c * self.kh * self.kw
         m = self.num_output
         w2 = self.blobs[0].peek.reshape(m, -1)
         csr = None
@@ -136,58 +147,75 @@ class Convolution(ConvBase):
             csr = self.sparse.csr_of(self.blobs[0], m)
         self.path = "dense"
         for i, (b, t) in enumerate(zip(bottom, top)):
-            for s, e in self.chunks(n, ck, p):
-                nb = e - s
-                col = self._buf("_col", (ck, nb, p))
-                kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col)
-                out = self._buf("_out", (m, nb * p))
-                col2 = col.reshape(ck, nb * p)
-                if csr is not None:
-                    self.sparse.run(self, csr, col2, out, lambda: gemm.matmul(w2, col2, out))
-                else:
-                    group_matmul(w2, col2, out, self.group)
-                if self.bias_term:     # while the block is in cache
-                    out += self.blobs[1].peek[:, None]
-                t.data[s:e] = out.reshape(m, nb, self.oh, self.ow).transpose(1, 0, 2, 3)
-                self._last = (i, s)
+            if csr is None:
+                self.each_thread(self._forward_images, b.shape[0], i, b, t, w2, None)
+            else:       # the products measure their own thread counts
+                self._forward_images(0, 0, b.shape[0], None, 1, i, b, t, w2, csr)
+
+    def _forward_images(self, k, lo, hi, inner, nt, i, b, t, w2, csr):
+        m, p = self.num_output, self.oh * self.ow
+        ck = self.channels * self.kh * self.kw
+        for s, e in self.chunks(lo, hi, ck, p, nt):
+            nb = e - s
+            col = self._buf(f"_col{k}", (ck, nb, p))
+            kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col, inner)
+            out = self._buf(f"_out{k}", (m, nb * p))
+            col2 = col.reshape(ck, nb * p)
+            if csr is not None:
+                self.sparse.run(self, csr, col2, out, lambda: gemm.matmul(w2, col2, out))
+            else:
+                group_matmul(w2, col2, out, self.group, threads=inner)
+            if self.bias_term:     # while the block is in cache
+                out += self.blobs[1].peek[:, None]
+            t.data[s:e] = out.reshape(m, nb, self.oh, self.ow).transpose(1, 0, 2, 3)
+            self._last[k] = (i, s)
 
     def backward(self, top, propagate_down, bottom):
-        n, c, h, w = bottom[0].shape
-        p = self.oh * self.ow
-        ck = c * self.kh * self.kw
+        n = bottom[0].shape[0]
+        ck = self.channels * self.kh * self.kw
         m, g = self.num_output, self.group
         ko = ck // g
         wts = self.blobs[0].data.reshape(m, -1)
-        # the weight gradient transposed, col @ dy^T, with dy^T laid out as rows: each block's
-        # product adds into it, and reads the columns once
-        dwt = np.zeros((ck, m // g), np.float32)
+        nt = self.threads(n)
+        # per thread: the weight gradient transposed, col @ dy^T, with dy^T laid out as rows (each
+        # block's product adds into it and reads the columns once), and the bias gradient
+        dwt = np.zeros((nt, ck, m // g), np.float32)
+        db = np.zeros((nt, m), np.float32)
+        for i in range(len(bottom) - 1, -1, -1):
+            self.each_thread(self._backward_images, n, i, bottom[i], top[i], propagate_down[i],
+                             wts, dwt, db)
+        dw = np.ascontiguousarray(dwt.sum(0).reshape(g, ko, m // g).transpose(0, 2, 1)).reshape(m, ko)
+        self.weight_grad_hook(dw)
+        self.blobs[0].diff += dw.reshape(self.blobs[0].shape)
+        if self.bias_term:
+            self.blobs[1].diff += db.sum(0)
+
+    def _backward_images(self, k, lo, hi, inner, nt, i, b, t, down, wts, dwt, db):
+        m, g, p = self.num_output, self.group, self.oh * self.ow
+        ck = self.channels * self.kh * self.kw
         # last block first: its columns are still in _col from forward, so they need no im2col.
         # The other blocks' are built again: keeping every block's (82 MB for cifar10_quick's
         # conv2) made steps 7% slower here than a second im2col from a cached input.
-        for i in range(len(bottom) - 1, -1, -1):
-            b, t = bottom[i], top[i]
-            for s, e in reversed(self.chunks(n, ck, p)):
-                nb = e - s
-                col = self._buf("_col", (ck, nb, p))
-                if self._last != (i, s):
-                    kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col)
-                self._last = None       # dcol overwrites the columns below
-                col2 = col.reshape(ck, nb * p)
-                diff = t.diff[s:e].reshape(nb, m, p)
-                dyt = self._buf("_dyt", (nb, p, m))
-                dyt[...] = diff.transpose(0, 2, 1)
-                dyt2 = dyt.reshape(nb * p, m)
-                if self.bias_term:     # a GEMV with ones, as Caffe does: 3x numpy's sum here
-                    self.blobs[1].diff += self._buf("_ones", (nb * p,), fill=1) @ dyt2
-                group_matmul(col2, dyt2, dwt, g, b_cols=True, accumulate=True)
-                if propagate_down[i]:     # dcol in place of the columns
-                    dy = self._buf("_dy", (m, nb, p))
-                    dy[...] = diff.transpose(1, 0, 2)
-                    group_matmul(wts, dy.reshape(m, nb * p), col2, g, ta=True)
-                    kernels.col2im(col, *self.geometry(), self.oh, self.ow, b.diff[s:e])
-        dw = np.ascontiguousarray(dwt.reshape(g, ko, m // g).transpose(0, 2, 1)).reshape(m, ko)
-        self.weight_grad_hook(dw)
-        self.blobs[0].diff += dw.reshape(self.blobs[0].shape)
+        for s, e in reversed(self.chunks(lo, hi, ck, p, nt)):
+            nb = e - s
+            col = self._buf(f"_col{k}", (ck, nb, p))
+            if self._last.get(k) != (i, s):
+                kernels.im2col(b.data[s:e], *self.geometry(), self.oh, self.ow, col, inner)
+            self._last[k] = None       # dcol overwrites the columns below
+            col2 = col.reshape(ck, nb * p)
+            diff = t.diff[s:e].reshape(nb, m, p)
+            dyt = self._buf(f"_dyt{k}", (nb, p, m))
+            dyt[...] = diff.transpose(0, 2, 1)
+            dyt2 = dyt.reshape(nb * p, m)
+            if self.bias_term:     # a GEMV with ones, as Caffe does: 3x numpy's sum here
+                ones = self._buf(f"_ones{k}", (1, nb * p), fill=1)
+                gemm.matmul(ones, dyt2, db[k:k + 1], accumulate=True, threads=inner)
+            group_matmul(col2, dyt2, dwt[k], g, b_cols=True, accumulate=True, threads=inner)
+            if down:     # dcol in place of the columns
+                dy = self._buf(f"_dy{k}", (m, nb, p))
+                dy[...] = diff.transpose(1, 0, 2)
+                group_matmul(wts, dy.reshape(m, nb * p), col2, g, ta=True, threads=inner)
+                kernels.col2im(col, *self.geometry(), self.oh, self.ow, b.diff[s:e], inner)
 
 
 @register("Deconvolution")

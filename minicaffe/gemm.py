@@ -11,8 +11,9 @@ the core's cache while every row tile of out passes over it; the tiles are split
 On the cifar10_quick shapes that is 360-510 GFLOP/s (32x800x2560 0.62 -> 0.32 ms; 75x27648x32,
 conv1's weight gradient, 0.95 -> 0.31 ms).
 
-Used only where LLVM targets AVX-512 (`AVAILABLE`); elsewhere, and for what a vector panel does not
-cover (b's or out's columns strided, the last `N % 16` columns), numpy's matmul.
+The last N % 16 columns go through masked vectors. Used only where LLVM targets AVX-512
+(`AVAILABLE`) and the rows of b and out are contiguous; elsewhere numpy's matmul. Nothing here
+calls OpenBLAS, which two threads calling at once slowed down (LeNet's step 6.8 -> 9.7 ms).
 """
 import numba as nb
 import numpy as np
@@ -51,7 +52,7 @@ def _tile_intrinsic(v):
     r_max = _max_rows(v)
 
     @intrinsic
-    def tile(typingctx, a, b, out, m0, rows, n0, k, accumulate):
+    def tile(typingctx, a, b, out, m0, rows, n0, k, accumulate, lanes):
         def codegen(context, builder, sig, args):
             i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
             vec = ir.VectorType(ir.FloatType(), LANES)
@@ -60,7 +61,31 @@ def _tile_intrinsic(v):
             arrays = [context.make_array(sig.args[i])(context, builder, args[i]) for i in range(3)]
             (pa, pb, po) = (builder.bitcast(x.data, i8.as_pointer()) for x in arrays)
             (sam, sak), (ldb, _), (ldo, _) = (cgutils.unpack_tuple(builder, x.strides) for x in arrays)
-            m0, rows, n0, kk, acc_flag = args[3:]
+            m0, rows, n0, kk, acc_flag, lanes = args[3:]
+            # the last vector of the tile holds `lanes` columns (16 but at the end of out's rows)
+            mask = builder.icmp_unsigned("<", ir.Constant(ir.VectorType(i64, LANES), list(range(LANES))),
+                                         builder.shuffle_vector(builder.insert_element(
+                                             ir.Constant(ir.VectorType(i64, LANES), None), lanes,
+                                             ir.Constant(i32, 0)), ir.Constant(ir.VectorType(i64, LANES), None),
+                                             ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)))
+            masked_load = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, mask.type, vec]),
+                f"llvm.masked.load.v{LANES}f32.p0")
+            masked_store = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), i32, mask.type]),
+                f"llvm.masked.store.v{LANES}f32.p0")
+            four32 = ir.Constant(i32, 4)
+
+            def load(p, j):
+                if j < v - 1:
+                    return builder.load(p, align=4)
+                return builder.call(masked_load, [p, four32, mask, zero])
+
+            def store(x, p, j):
+                if j < v - 1:
+                    builder.store(x, p, align=4)
+                else:
+                    builder.call(masked_store, [x, p, four32, mask])
             four = ir.Constant(i64, 4)
             zero = ir.Constant(vec, [0.0] * LANES)
             sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(v)] for _ in range(r_max)]
@@ -86,7 +111,7 @@ def _tile_intrinsic(v):
                         builder.store(zero, s)
                 with cgutils.for_range(builder, kk) as loop:
                     brow = builder.add(b0, builder.mul(loop.index, ldb))
-                    bv = [builder.load(vector(pb, brow, j), align=4) for j in range(v)]
+                    bv = [load(vector(pb, brow, j), j) for j in range(v)]
                     acol = builder.add(a0, builder.mul(loop.index, sak))
                     for i in range(r):
                         x = builder.load(at(pa, builder.add(acol, builder.mul(ir.Constant(i64, i), sam)),
@@ -107,14 +132,14 @@ def _tile_intrinsic(v):
                                     p = vector(po, orow, j)
                                     total = builder.load(sums[i][j])
                                     if adding is then:
-                                        total = builder.fadd(builder.load(p, align=4), total)
-                                    builder.store(total, p, align=4)
+                                        total = builder.fadd(load(p, j), total)
+                                    store(total, p, j)
                 builder.branch(end)
             builder.position_at_end(end)
             return context.get_dummy_value()
 
         u = types.uint64
-        return types.void(a, b, out, u, u, u, u, u), codegen
+        return types.void(a, b, out, u, u, u, u, u, u), codegen
     return tile
 
 
@@ -128,7 +153,7 @@ def _tiles(t0, t1, a, b, out, panels, acc):
     m, k = a.shape
     t = 0
     for p in range(panels.shape[0]):
-        n0, v, count = panels[p, 0], panels[p, 1], panels[p, 2]
+        n0, v, count, lanes = panels[p, 0], panels[p, 1], panels[p, 2], U(panels[p, 3])
         if t + count <= t0:
             t += count
             continue
@@ -136,35 +161,38 @@ def _tiles(t0, t1, a, b, out, panels, acc):
             if t0 <= t < t1:
                 lo, hi = i * m // count, (i + 1) * m // count
                 if v == 4:
-                    _tile4(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc))
+                    _tile4(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc), lanes)
                 elif v == 2:
-                    _tile2(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc))
+                    _tile2(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc), lanes)
                 else:
-                    _tile1(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc))
+                    _tile1(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc), lanes)
             t += 1
         if t >= t1:
             return
 
 
 def _plan(m, n):
-    """(first column, vectors, row tiles) per panel, and the columns the panels cover."""
+    """(first column, vectors, row tiles, columns in the last vector) per panel: 64 columns at a
+    time, then 32, 16, and the last n % 16 through a masked vector."""
     panels, n0 = [], 0
     for v in PANELS:
-        width = v * LANES
-        while n - n0 >= width:
-            panels.append((n0, v, -(-m // _max_rows(v))))
-            n0 += width
-    return np.array(panels, np.int64).reshape(-1, 3), n0
+        while n - n0 >= v * LANES:
+            panels.append((n0, v, -(-m // _max_rows(v)), LANES))
+            n0 += v * LANES
+    if n0 < n:
+        panels.append((n0, 1, -(-m // _max_rows(1)), n - n0))
+    return np.array(panels, np.int64).reshape(-1, 4)
 
 
 _plans = {}
 
 
-def matmul(a, b, out, accumulate=False):
-    """out = a @ b, or out += a @ b; float32, any strides for a."""
+def matmul(a, b, out, accumulate=False, threads=None):
+    """out = a @ b, or out += a @ b; float32, any strides for a. threads: how many to split over
+    (None: all the cores for a large product, else one)."""
     m, k = a.shape
     n = b.shape[1]
-    if (not AVAILABLE or n < LANES or {a.dtype, b.dtype, out.dtype} != {np.dtype(np.float32)}
+    if (not AVAILABLE or {a.dtype, b.dtype, out.dtype} != {np.dtype(np.float32)}
             or b.strides[1] != 4 or out.strides[1] != 4 or min(a.strides + b.strides + out.strides) < 0):
         if accumulate:
             out += a @ b
@@ -173,13 +201,7 @@ def matmul(a, b, out, accumulate=False):
         return
     if (m, n) not in _plans:
         _plans[m, n] = _plan(m, n)
-    panels, covered = _plans[m, n]
+    panels = _plans[m, n]
     total = int(panels[:, 2].sum())
-    nt = min(kernels.THREADS, total) if m * n * k >= SPLIT_ABOVE else 1
+    nt = threads or (kernels.THREADS if m * n * k >= SPLIT_ABOVE else 1)
     kernels.split(_tiles, total, nt, a, b, out, panels, int(accumulate))
-    if covered < n:
-        rest = a @ b[:, covered:]
-        if accumulate:
-            out[:, covered:] += rest
-        else:
-            out[:, covered:] = rest

@@ -298,12 +298,17 @@ def _lrn_within_bwd(lo, hi, x, scale, dy, size, alpha, beta, dx):
 
 
 # The entry points: the body, the length of its range, the size of what it writes.
-def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col):
-    run(_im2col, x.shape[0] * x.shape[1], col.size, x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, threads=None):
+    """threads: how many to split over (None: by size)."""
+    args = (x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
+    n = x.shape[0] * x.shape[1]
+    split(_im2col, n, threads, *args) if threads else run(_im2col, n, col.size, *args)
 
 
-def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx):
-    run(_col2im, dx.shape[0] * dx.shape[1], col.size, col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
+def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx, threads=None):
+    args = (col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
+    n = dx.shape[0] * dx.shape[1]
+    split(_col2im, n, threads, *args) if threads else run(_col2im, n, col.size, *args)
 
 
 def max_pool_fwd(x, kh, kw, ph, pw, sh, sw, out, argmax):
