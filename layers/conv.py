@@ -127,9 +127,10 @@ class Convolution(ConvBase):
         return min(n, kernels.THREADS if macs >= gemm.SPLIT_ABOVE else 1)
 
     def each_thread(self, body, n, *args):
-        """body(k, lo, hi, inner, *args): thread k takes images lo to hi through every kernel on its
-        own (inner = 1), one hand-off a pass instead of one a kernel (55 us each; cifar10_quick
-        made ~90 a step). On one thread, inner = None lets each kernel split as its size says."""
+        """body(k, lo, hi, inner, nt, *args) for k < nt: thread k takes images lo to hi through
+        every kernel on its own (inner = 1), one hand-off a pass instead of one a kernel (55 us
+        each; cifar10_quick made ~90 a step). With nt = 1, inner = None lets each kernel split as
+        its size says."""
         nt = self.threads(n)
 
         def part(k0, k1):
