@@ -38,9 +38,13 @@ def split(body, n, nt, *args):
         p.result()
 
 
+def by_size(size):
+    """All the cores, unless the calls write fewer than SERIAL_BELOW elements in all."""
+    return 1 if size < SERIAL_BELOW else THREADS
+
+
 def run(body, n, size, *args):
-    """split over the cores, unless the calls write fewer than SERIAL_BELOW elements in all."""
-    split(body, n, 1 if size < SERIAL_BELOW else THREADS, *args)
+    split(body, n, by_size(size), *args)
 
 
 # im2col and col2im go through a zero-padded copy of each (image, channel) plane: no bounds test on
@@ -298,17 +302,15 @@ def _lrn_within_bwd(lo, hi, x, scale, dy, size, alpha, beta, dx):
 
 
 # The entry points: the body, the length of its range, the size of what it writes.
+# (threads: how many to split over; None: by size)
 def im2col(x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col, threads=None):
-    """threads: how many to split over (None: by size)."""
-    args = (x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
-    n = x.shape[0] * x.shape[1]
-    split(_im2col, n, threads, *args) if threads else run(_im2col, n, col.size, *args)
+    split(_im2col, x.shape[0] * x.shape[1], threads or by_size(col.size),
+          x, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, col)
 
 
 def col2im(col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx, threads=None):
-    args = (col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
-    n = dx.shape[0] * dx.shape[1]
-    split(_col2im, n, threads, *args) if threads else run(_col2im, n, col.size, *args)
+    split(_col2im, dx.shape[0] * dx.shape[1], threads or by_size(col.size),
+          col, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, dx)
 
 
 def max_pool_fwd(x, kh, kw, ph, pw, sh, sw, out, argmax):
