@@ -208,7 +208,7 @@ class Convolution(ConvBase):
             dyt = self._buf(f"_dyt{k}", (nb, p, m))
             dyt[...] = diff.transpose(0, 2, 1)
             dyt2 = dyt.reshape(nb * p, m)
-            if self.bias_term:     # a GEMV with ones, as Caffe does: 3x numpy's sum here
+            if self.bias_term:     # ones @ dy^T, as Caffe's GEMV with ones; no OpenBLAS call here
                 ones = self._buf(f"_ones{k}", (1, nb * p), fill=1)
                 gemm.matmul(ones, dyt2, db[k:k + 1], accumulate=True, threads=inner)
             group_matmul(col2, dyt2, dwt[k], g, b_cols=True, accumulate=True, threads=inner)

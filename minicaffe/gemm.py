@@ -45,10 +45,12 @@ def _max_rows(v):
     return min(SUMS // v, 12)
 
 
-def _tile_intrinsic(v):
-    """tile(a, b, out, m0, rows, n0, k, accumulate): out[m0:m0+rows, n0:n0+16v] (+)= a[m0:m0+rows,
-    :k] @ b[:k, n0:n0+16v], rows <= _max_rows(v); strides are read from the arrays (in bytes), so
-    a may be any view, b and out any arrays whose rows are contiguous."""
+def _tile_intrinsic(v, masked=False):
+    """tile(a, b, out, m0, rows, n0, k, accumulate, lanes): out[m0:m0+rows, n0:n0+w] (+)=
+    a[m0:m0+rows, :k] @ b[:k, n0:n0+w], w = 16(v-1) + lanes, rows <= _max_rows(v); strides are
+    read from the arrays (in bytes), so a may be any view, b and out any arrays whose rows are
+    contiguous. With `masked`, the last vector of a row holds only `lanes` columns (the end of
+    out's rows); a mask on every panel's last vector cost the full panels 10-15%."""
     r_max = _max_rows(v)
 
     @intrinsic
@@ -56,40 +58,29 @@ def _tile_intrinsic(v):
         def codegen(context, builder, sig, args):
             i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
             vec = ir.VectorType(ir.FloatType(), LANES)
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
-                                                 f"llvm.fmuladd.v{LANES}f32")
             arrays = [context.make_array(sig.args[i])(context, builder, args[i]) for i in range(3)]
             (pa, pb, po) = (builder.bitcast(x.data, i8.as_pointer()) for x in arrays)
             (sam, sak), (ldb, _), (ldo, _) = (cgutils.unpack_tuple(builder, x.strides) for x in arrays)
             m0, rows, n0, kk, acc_flag, lanes = args[3:]
-            # the last vector of the tile holds `lanes` columns (16 but at the end of out's rows)
-            mask = builder.icmp_unsigned("<", ir.Constant(ir.VectorType(i64, LANES), list(range(LANES))),
-                                         builder.shuffle_vector(builder.insert_element(
-                                             ir.Constant(ir.VectorType(i64, LANES), None), lanes,
-                                             ir.Constant(i32, 0)), ir.Constant(ir.VectorType(i64, LANES), None),
-                                             ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)))
-            masked_load = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec.as_pointer(), i32, mask.type, vec]),
-                f"llvm.masked.load.v{LANES}f32.p0")
-            masked_store = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), i32, mask.type]),
-                f"llvm.masked.store.v{LANES}f32.p0")
-            four32 = ir.Constant(i32, 4)
-
-            def load(p, j):
-                if j < v - 1:
-                    return builder.load(p, align=4)
-                return builder.call(masked_load, [p, four32, mask, zero])
-
-            def store(x, p, j):
-                if j < v - 1:
-                    builder.store(x, p, align=4)
-                else:
-                    builder.call(masked_store, [x, p, four32, mask])
-            four = ir.Constant(i64, 4)
             zero = ir.Constant(vec, [0.0] * LANES)
-            sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(v)] for _ in range(r_max)]
-            splat = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+            four = ir.Constant(i32, 4)
+
+            def intrinsic_fn(name, ret, *params):
+                return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, params), name)
+            fma = intrinsic_fn(f"llvm.fmuladd.v{LANES}f32", vec, vec, vec, vec)
+
+            def splat(x, ty):
+                """x in every lane of a vector of type ty."""
+                one = builder.insert_element(ir.Constant(ty, None), x, ir.Constant(i32, 0))
+                return builder.shuffle_vector(one, ir.Constant(ty, None),
+                                              ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
+
+            i64s = ir.VectorType(i64, LANES)
+            mask = builder.icmp_unsigned("<", ir.Constant(i64s, list(range(LANES))), splat(lanes, i64s))
+            masked_load = intrinsic_fn(f"llvm.masked.load.v{LANES}f32.p0", vec,
+                                       vec.as_pointer(), i32, mask.type, vec)
+            masked_store = intrinsic_fn(f"llvm.masked.store.v{LANES}f32.p0", ir.VoidType(),
+                                        vec, vec.as_pointer(), i32, mask.type)
 
             def at(base, offset, ty):
                 return builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
@@ -97,8 +88,20 @@ def _tile_intrinsic(v):
             def vector(base, offset, j):
                 return at(base, builder.add(offset, ir.Constant(i64, 4 * LANES * j)), vec)
 
+            def load(p, j):
+                if not masked or j < v - 1:
+                    return builder.load(p, align=4)
+                return builder.call(masked_load, [p, four, mask, zero])
+
+            def store(x, p, j):
+                if not masked or j < v - 1:
+                    builder.store(x, p, align=4)
+                else:
+                    builder.call(masked_store, [x, p, four, mask])
+
+            sums = [[cgutils.alloca_once_value(builder, zero) for _ in range(v)] for _ in range(r_max)]
             a0 = builder.mul(m0, sam)
-            b0 = builder.mul(n0, four)
+            b0 = builder.mul(n0, ir.Constant(i64, 4))
             o0 = builder.add(builder.mul(m0, ldo), b0)
             end = builder.append_basic_block("tile.end")
             switch = builder.switch(rows, end)
@@ -107,8 +110,8 @@ def _tile_intrinsic(v):
                 switch.add_case(ir.Constant(i64, r), block)
                 builder.position_at_end(block)
                 for row in sums[:r]:
-                    for s in row:
-                        builder.store(zero, s)
+                    for acc in row:
+                        builder.store(zero, acc)
                 with cgutils.for_range(builder, kk) as loop:
                     brow = builder.add(b0, builder.mul(loop.index, ldb))
                     bv = [load(vector(pb, brow, j), j) for j in range(v)]
@@ -116,9 +119,7 @@ def _tile_intrinsic(v):
                     for i in range(r):
                         x = builder.load(at(pa, builder.add(acol, builder.mul(ir.Constant(i64, i), sam)),
                                             ir.FloatType()))
-                        x = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, None), x,
-                                                                          ir.Constant(i32, 0)),
-                                                   ir.Constant(vec, None), splat)
+                        x = splat(x, vec)
                         for j in range(v):
                             builder.store(builder.call(fma, [x, bv[j], builder.load(sums[i][j])]),
                                           sums[i][j])
@@ -144,6 +145,7 @@ def _tile_intrinsic(v):
 
 
 _tile4, _tile2, _tile1 = (_tile_intrinsic(v) for v in PANELS)
+_tile_end = _tile_intrinsic(1, masked=True)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -160,7 +162,9 @@ def _tiles(t0, t1, a, b, out, panels, acc):
         for i in range(count):
             if t0 <= t < t1:
                 lo, hi = i * m // count, (i + 1) * m // count
-                if v == 4:
+                if lanes < U(LANES):
+                    _tile_end(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc), lanes)
+                elif v == 4:
                     _tile4(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc), lanes)
                 elif v == 2:
                     _tile2(a, b, out, U(lo), U(hi - lo), U(n0), U(k), U(acc), lanes)
