@@ -10,7 +10,7 @@ class Accuracy(Layer):
     min_top = 1
     max_top = 2
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.accuracy_param
         self.top_k = p.top_k
         self.ignore = p.ignore_label if p.HasField("ignore_label") else None

@@ -41,7 +41,7 @@ class ConvBase(Layer):
     min_bottom = 1
     min_top = 1
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         cp = self.param.convolution_param
         if len(bottom) != len(top):
             raise self.error("needs as many tops as bottoms")

@@ -21,7 +21,7 @@ class BatchSource(Layer):
     max_top = 2
     prefetch = 2
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         self.transformer = Transformer(self.param.transform_param, self.phase)
         self.seed = int(rng.get().integers(0, 2 ** 31))
         self.open()
@@ -177,9 +177,9 @@ class ImageData(BatchSource):
 class HDF5Data(BatchSource):
     max_top = None
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         self.top_names = list(self.param.top)
-        BatchSource.layer_setup(self, bottom, top)
+        BatchSource.setup(self, bottom, top)
 
     def open(self):
         import h5py
@@ -215,7 +215,7 @@ class MemoryData(Layer):
     n_bottom = 0
     n_top = 2
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.memory_data_param
         self.shape = (p.batch_size, p.channels, p.height, p.width)
         if not p.batch_size:

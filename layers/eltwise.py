@@ -12,7 +12,7 @@ class Eltwise(Layer):
     min_bottom = 2
     n_top = 1
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.eltwise_param
         self.op = p.operation
         self.coeff = list(p.coeff) or [1.0] * len(bottom)

@@ -12,7 +12,7 @@ class InnerProduct(Layer):
     n_bottom = 1
     n_top = 1
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         ip = self.param.inner_product_param
         self.num_output = ip.num_output
         if self.num_output <= 0:

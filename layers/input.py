@@ -10,7 +10,7 @@ class Input(Layer):
     n_bottom = 0
     min_top = 1
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         shapes = [tuple(s.dim) for s in self.param.input_param.shape]
         if len(shapes) not in (1, len(top)):
             raise self.error(f"input_param needs 1 shape or one per top ({len(top)}), got {len(shapes)}")
@@ -29,7 +29,7 @@ class DummyData(Layer):
     n_bottom = 0
     min_top = 1
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.dummy_data_param
         n = len(top)
         if len(p.shape):

@@ -15,7 +15,7 @@ def _loss_weight(top):
 class SigmoidCrossEntropyLoss(LossLayer):
     n_bottom = 2
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         lp = self.param.loss_param
         self.ignore = lp.ignore_label if lp.HasField("ignore_label") else None
         self.mode = normalization_mode(self.param, default=LP.BATCH_SIZE)

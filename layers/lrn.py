@@ -11,7 +11,7 @@ class LRN(Layer):
     n_bottom = 1
     n_top = 1
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.lrn_param
         if p.local_size % 2 == 0:
             raise self.error("local_size must be odd")

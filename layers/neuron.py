@@ -31,7 +31,7 @@ class Neuron(Layer):
 class ReLU(Neuron):
     needs_input = False  # sign of y equals sign of x for slope >= 0
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         self.slope = self.param.relu_param.negative_slope
         self.needs_input = self.slope < 0
 
@@ -59,7 +59,7 @@ class ReLU(Neuron):
 
 @register("ELU")
 class ELU(Neuron):
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         self.alpha = self.param.elu_param.alpha
 
     def f(self, x):
@@ -114,7 +114,7 @@ class BNLL(Neuron):
 class Power(Neuron):
     """y = (shift + scale * x) ^ power."""
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.power_param
         self.power, self.scale, self.shift = p.power, p.scale, p.shift
 
@@ -134,7 +134,7 @@ class Exp(Neuron):
     """y = base ^ (shift + scale * x); base -1 means e."""
     needs_input = False
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.exp_param
         if p.base != -1 and p.base <= 0:
             raise self.error("base must be strictly positive (or -1 for e)")
@@ -152,7 +152,7 @@ class Exp(Neuron):
 class Log(Neuron):
     """y = log_base(shift + scale * x); base -1 means e."""
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.log_param
         if p.base != -1 and p.base <= 0:
             raise self.error("base must be strictly positive (or -1 for e)")
@@ -168,7 +168,7 @@ class Log(Neuron):
 
 @register("Threshold")
 class Threshold(Neuron):
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         self.t = self.param.threshold_param.threshold
 
     def f(self, x):
@@ -183,7 +183,7 @@ class Threshold(Neuron):
 class Dropout(Neuron):
     """Caffe's inverted dropout: scale kept units by 1/(1-p) in TRAIN, identity in TEST."""
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         self.ratio = self.param.dropout_param.dropout_ratio
         if not 0 <= self.ratio < 1:
             raise self.error("dropout_ratio must be in [0, 1)")
@@ -210,7 +210,7 @@ class PReLU(Layer):
     n_bottom = 1
     n_top = 1
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.prelu_param
         if bottom[0].data.ndim < 2:
             raise self.error("needs a bottom with a channel axis")

@@ -12,7 +12,7 @@ class BatchNorm(Layer):
     n_top = 1
     frozen_params = True   # mean, variance, factor are statistics, never trained
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.batch_norm_param
         self.use_global = p.use_global_stats if p.HasField("use_global_stats") else self.phase == pb.TEST
         self.maf, self.eps = p.moving_average_fraction, p.eps
@@ -101,7 +101,7 @@ class Affine(Layer):
 class Scale(Affine):
     default_value = 1.0
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.scale_param
         self._setup_param(bottom, p.axis, p.num_axes, p.filler)
         self.bias_index = None
@@ -148,7 +148,7 @@ class Scale(Affine):
 class Bias(Affine):
     default_value = 0.0
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         p = self.param.bias_param
         self._setup_param(bottom, p.axis, p.num_axes, p.filler)
 

@@ -16,7 +16,7 @@ class Pooling(Layer):
     min_top = 1
     max_top = 2
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         pp = self.param.pooling_param
         if bottom[0].data.ndim != 4:
             raise self.error(f"needs a 4-D bottom, got shape {bottom[0].shape}")

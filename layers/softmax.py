@@ -60,7 +60,7 @@ class SoftmaxWithLoss(LossLayer):
     n_bottom = 2
     max_top = 2
 
-    def layer_setup(self, bottom, top):
+    def setup(self, bottom, top):
         lp = self.param.loss_param
         self.ignore = lp.ignore_label if lp.HasField("ignore_label") else None
         self.mode = normalization_mode(self.param)

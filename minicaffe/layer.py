@@ -47,9 +47,15 @@ class Layer:
         self.blobs = []          # learnable (or state) parameter blobs
         self.loss_weights = []
 
+    @property
+    def type(self):
+        """The Caffe type string, as pycaffe's `layer.type`."""
+        return self.param.type
+
     # -- overridden by layers --
-    def layer_setup(self, bottom, top):
-        pass
+    def setup(self, bottom, top):
+        """Caffe's LayerSetUp: read the params, make the param blobs (pycaffe's Python layers
+        override this same method)."""
 
     def reshape(self, bottom, top):
         raise NotImplementedError
@@ -81,9 +87,10 @@ class Layer:
         if self.max_top is not None and len(top) > self.max_top:
             fail("top", f"at most {self.max_top}", len(top))
 
-    def setup(self, bottom, top):
+    def set_up(self, bottom, top):
+        """Caffe's SetUp: check the blob counts, setup, reshape."""
         self.check_blob_counts(bottom, top)
-        self.layer_setup(bottom, top)
+        self.setup(bottom, top)
         self.reshape(bottom, top)
 
     def error(self, msg):

@@ -120,7 +120,7 @@ class Net:
                 else:
                     self.blobs[t] = Blob()
                     tops.append(self.blobs[t])
-            layer.setup(bottoms, tops)
+            layer.set_up(bottoms, tops)
             if len(lp.blobs):
                 self._load_layer_blobs(layer, lp.blobs, lp.name)
             if layer.blobs:

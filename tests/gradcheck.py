@@ -21,7 +21,7 @@ def make_layer(text, bottoms, phase=pb.TRAIN, n_top=1):
         blob.data[...] = b
         bottom.append(blob)
     top = [Blob() for _ in range(n_top)]
-    layer.setup(bottom, top)
+    layer.set_up(bottom, top)
     if layer.blobs:
         layer.on_weights_set()       # as the Net does: Cmp layers compute their masks here
     return layer, bottom, top
