@@ -1,0 +1,1 @@
+"""Embed: a learned lookup table (one-hot InnerProduct) for word indices."""

@@ -1,0 +1,1 @@
+"""Recurrent layers: RNN, LSTM and LSTMUnit, with Caffe's unrolled semantics."""

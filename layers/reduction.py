@@ -1,0 +1,1 @@
+"""Reduction: SUM, ASUM, SUMSQ, MEAN over the tail axes from `axis`."""

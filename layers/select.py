@@ -1,0 +1,1 @@
+"""Layers that pick or repeat parts of a blob: Crop, Tile, Filter, BatchReindex."""

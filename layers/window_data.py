@@ -1,0 +1,1 @@
+"""WindowData: R-CNN style windows cut from images listed in Caffe's window file."""

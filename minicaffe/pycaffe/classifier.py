@@ -1,0 +1,1 @@
+"""pycaffe's caffe.Classifier: predict classes of images, with optional oversampling."""

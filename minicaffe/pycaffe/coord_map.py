@@ -1,0 +1,1 @@
+"""pycaffe's caffe.coord_map: how blob coordinates map through layers (crop offsets for FCNs)."""

@@ -1,0 +1,1 @@
+"""pycaffe's caffe.Detector: classify given windows of images (R-CNN style)."""

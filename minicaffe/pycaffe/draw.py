@@ -1,0 +1,1 @@
+"""pycaffe's caffe.draw: a net's graph through pydot and graphviz."""

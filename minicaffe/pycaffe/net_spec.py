@@ -1,0 +1,1 @@
+"""pycaffe's NetSpec: nets written in Python (caffe.layers as L, caffe.params as P, to_proto)."""

@@ -1,0 +1,1 @@
+"""caffe.proto: the schema module, as pycaffe's."""
