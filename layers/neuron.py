@@ -205,38 +205,76 @@ class Dropout(Neuron):
                 bottom[0].diff[...] = top[0].diff
 
 
+@register("Swish")
+class Swish(Neuron):
+    """y = x * sigmoid(beta * x); backward reads y and the kept sigmoid, so in place needs no copy."""
+    needs_input = False
+
+    def setup(self, bottom, top):
+        self.beta = self.param.swish_param.beta
+
+    def f(self, x):
+        self.sig = 0.5 * np.tanh(0.5 * self.beta * x) + 0.5
+        return x * self.sig
+
+    def df(self, x, y):
+        by = self.beta * y
+        return by + self.sig * (1 - by)
+
+
+@register("Clip")
+class Clip(Neuron):
+    """Gradient passes where min <= x <= max, both ends included, as Caffe's."""
+
+    def setup(self, bottom, top):
+        p = self.param.clip_param
+        if not (p.HasField("min") and p.HasField("max")):
+            raise self.error("clip_param needs both min and max")
+        self.lo, self.hi = p.min, p.max
+
+    def f(self, x):
+        return np.maximum(np.minimum(x, self.hi), self.lo)   # Caffe's order: min wins if min > max
+
+    def df(self, x, y):
+        return (x >= self.lo) & (x <= self.hi)
+
+
 @register("PReLU")
 class PReLU(Layer):
+    """Leaky ReLU with learned slopes: one per channel, or one scalar (a 0-axis blob, as Caffe's)
+    when channel_shared."""
     n_bottom = 1
     n_top = 1
 
     def setup(self, bottom, top):
         p = self.param.prelu_param
         if bottom[0].data.ndim < 2:
-            raise self.error("needs a bottom with a channel axis")
+            raise self.error(f"needs a bottom with a channel axis, got shape {bottom[0].shape}")
         self.shared = p.channel_shared
-        shape = (1,) if self.shared else (bottom[0].shape[1],)
+        shape = () if self.shared else (bottom[0].shape[1],)
         fp = p.filler if p.HasField("filler") else pb.FillerParameter(type="constant", value=0.25)
         self.new_param(shape).data[...] = fill(fp, shape)
 
     def reshape(self, bottom, top):
+        if bottom[0].data.ndim < 2:
+            raise self.error(f"needs a bottom with a channel axis, got shape {bottom[0].shape}")
         top[0].reshape(bottom[0].shape)
 
-    def _a(self, x):
+    def _slope(self, ndim):
         a = self.blobs[0].data
-        return a.reshape((1, -1) + (1,) * (x.ndim - 2)) if not self.shared else a[0]
+        return a.reshape(()) if self.shared else a.reshape((1, -1) + (1,) * (ndim - 2))
 
     def forward(self, bottom, top):
         x = bottom[0].data
-        self.x = x.copy()
-        top[0].data[...] = np.where(x > 0, x, x * self._a(x))
+        self.x = x.copy() if top[0] is bottom[0] else x   # backward needs the input
+        top[0].data[...] = np.where(x > 0, x, x * self._slope(x.ndim))
 
     def backward(self, top, propagate_down, bottom):
-        x, dy = self.x, top[0].diff
-        g = dy * np.where(x > 0, 0, x)
-        if self.shared:
-            self.blobs[0].diff += g.sum()
-        else:
-            self.blobs[0].diff += g.sum(axis=tuple(i for i in range(x.ndim) if i != 1))
+        x = self.x if top[0] is bottom[0] else bottom[0].data
+        dy = top[0].diff          # read before bottom.diff (the same array in place) is written
+        g = dy * np.minimum(x, 0)
+        slope = self.blobs[0]
+        slope.diff += g.sum() if self.shared else \
+            g.sum(axis=tuple(i for i in range(x.ndim) if i != 1))
         if propagate_down[0]:
-            bottom[0].diff[...] = dy * np.where(x > 0, 1, self._a(x))
+            bottom[0].diff[...] = dy * np.where(x > 0, 1, self._slope(x.ndim))
