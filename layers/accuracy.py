@@ -48,35 +48,44 @@ class Accuracy(Layer):
 
 @register("ArgMax")
 class ArgMax(Layer):
+    """Caffe's top-k: without axis, over each item's flattened values, giving (N, 1 or 2, top_k)
+    padded with 1s to the bottom's rank (at least 3 axes); with axis, along that axis only. Equal
+    values rank the higher index first (Caffe sorts (value, index) pairs descending)."""
     n_bottom = 1
     n_top = 1
 
     def reshape(self, bottom, top):
         p = self.param.argmax_param
         shape = list(bottom[0].shape)
+        if p.top_k < 1:
+            raise self.error("top_k must be at least 1")
         if p.HasField("axis"):
             self.axis = canonical_axis(p.axis, len(shape))
             if p.top_k > shape[self.axis]:
-                raise self.error("top_k must not exceed the size of the axis")
+                raise self.error(f"top_k ({p.top_k}) exceeds the size of axis {self.axis} "
+                                 f"({shape[self.axis]})")
             shape[self.axis] = p.top_k
-            top[0].reshape(shape)
         else:
             self.axis = None
             if p.top_k > prod(shape[1:]):
-                raise self.error("top_k must not exceed the number of classes")
-            top[0].reshape(shape[0], 2 if p.out_max_val else 1, p.top_k, 1)
+                raise self.error(f"top_k ({p.top_k}) exceeds the values per item ({prod(shape[1:])})")
+            shape = [shape[0], 2 if p.out_max_val else 1, p.top_k] + [1] * (len(shape) - 3)
+        top[0].reshape(shape)
 
     def forward(self, bottom, top):
         p = self.param.argmax_param
         x = bottom[0].data
+        k = p.top_k
         if self.axis is None:
-            x2 = x.reshape(x.shape[0], -1)
-            idx = np.argsort(-x2, axis=1, kind="stable")[:, :p.top_k]
-            out = top[0].data.reshape(x.shape[0], -1, p.top_k)
+            x = x.reshape(x.shape[0], -1)
+        axis = 1 if self.axis is None else self.axis
+        n = x.shape[axis]
+        # a stable ascending sort read from the end: largest first, ties by the higher index
+        idx = np.take(np.argsort(x, axis=axis, kind="stable"), np.arange(n - 1, n - 1 - k, -1), axis=axis)
+        if self.axis is None:
+            out = top[0].data.reshape(x.shape[0], -1, k)
             out[:, 0] = idx
             if p.out_max_val:
-                out[:, 1] = np.take_along_axis(x2, idx, axis=1)
+                out[:, 1] = np.take_along_axis(x, idx, axis=1)
         else:
-            idx = np.argsort(-x, axis=self.axis, kind="stable")
-            idx = np.take(idx, np.arange(p.top_k), axis=self.axis)
-            top[0].data[...] = np.take_along_axis(x, idx, axis=self.axis) if p.out_max_val else idx
+            top[0].data[...] = np.take_along_axis(x, idx, axis=axis) if p.out_max_val else idx

@@ -111,9 +111,9 @@ def test_argmax():
     x = np.array([[1, 5, 3, 2], [9, 1, 2, 8]], np.float32)
     layer, bottom, top = make_layer('type: "ArgMax" argmax_param { top_k: 2 out_max_val: true }', [x])
     forward(layer, bottom, top)
-    assert top[0].shape == (2, 2, 2, 1)
-    np.testing.assert_array_equal(top[0].data[:, 0, :, 0], [[1, 2], [0, 3]])
-    np.testing.assert_array_equal(top[0].data[:, 1, :, 0], [[5, 3], [9, 8]])
+    assert top[0].shape == (2, 2, 2)          # Caffe pads a 2-D bottom's top to 3 axes, not 4
+    np.testing.assert_array_equal(top[0].data[:, 0], [[1, 2], [0, 3]])
+    np.testing.assert_array_equal(top[0].data[:, 1], [[5, 3], [9, 8]])
     layer, bottom, top = make_layer('type: "ArgMax" argmax_param { axis: 1 }', [x])
     forward(layer, bottom, top)
     np.testing.assert_array_equal(top[0].data, [[1], [0]])
