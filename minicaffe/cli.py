@@ -7,11 +7,11 @@ import importlib
 import re
 import sys
 
+from . import log
 from .errors import CaffeError
 
 COMMANDS = ["train", "test", "time", "convert_imageset", "convert_mnist_data", "convert_cifar_data",
-            "compute_image_mean", "prune", "inspect",
-            "compress", "decompress"]
+            "compute_image_mean", "prune", "inspect", "compress", "decompress"]
 
 
 def _caffe_flags(argv):
@@ -32,6 +32,8 @@ def main(argv=None):
     if not args.command:
         parser.print_help()
         return 1
+    if getattr(args, "gpu", None) is not None:
+        log.cpu_only(f"-gpu {args.gpu}")
     try:
         return modules[args.command].run(args) or 0
     except CaffeError as e:

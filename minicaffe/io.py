@@ -136,11 +136,11 @@ def is_hdf5(path):
     return str(path).endswith(".h5")
 
 
-def read_weights(path):
+def read_weights(path, fmt=None):
     """A trained model as a NetParameter with blobs; .caffemodel(.h5) as Caffe writes them."""
     if not os.path.exists(path):
         raise CaffeError(f"weights file not found: {path}")
-    if is_hdf5(path):
+    if fmt == "hdf5" or is_hdf5(path):
         return _read_weights_h5(path)
     if str(path).endswith(".mcz"):
         from . import mcz

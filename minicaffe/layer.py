@@ -25,6 +25,16 @@ def create_layer(param, phase):
     return cls(param, phase)
 
 
+class BlobVec(list):
+    """A layer's param blobs; `add_blob` is how pycaffe's Python layers make theirs."""
+
+    def add_blob(self, *shape):
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])
+        self.append(Blob(shape))
+        return self[-1]
+
+
 class Layer:
     """Caffe's contract: setup once, then reshape + forward, and backward into bottom diffs.
 
@@ -40,11 +50,11 @@ class Layer:
     max_top = None
     is_loss = False
 
-    def __init__(self, param, phase):
+    def __init__(self, param, phase=None):
         self.param = param
-        self.phase = phase
+        self.phase = param.phase if phase is None else phase
         self.name = param.name
-        self.blobs = []          # learnable (or state) parameter blobs
+        self.blobs = BlobVec()   # learnable (or state) parameter blobs
         self.loss_weights = []
 
     @property
@@ -97,9 +107,7 @@ class Layer:
         return CaffeError(f"layer '{self.name}' ({self.param.type}): {msg}")
 
     def new_param(self, shape):
-        b = Blob(shape)
-        self.blobs.append(b)
-        return b
+        return self.blobs.add_blob(shape)
 
 
 def canonical_axis(axis, num_axes):

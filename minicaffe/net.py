@@ -1,9 +1,10 @@
 """Net: layers in order and blobs by name, built from a NetParameter as Caffe's Net::Init does."""
+import itertools
 from collections import OrderedDict
 
 import numpy as np
 
-from . import io
+from . import io, log
 from . import minicaffe_pb2 as pb
 from .blob import Blob
 from .errors import CaffeError
@@ -45,6 +46,10 @@ def filter_net(param):
     return out
 
 
+def _mean_abs(a):
+    return float(np.abs(a).sum(dtype=np.float64) / max(a.size, 1))
+
+
 def _shape_equals_legacy(shape, other):
     """Caffe accepts old 4-D (num, channels, height, width) shapes for lower-rank blobs."""
     if tuple(shape) == tuple(other):
@@ -53,6 +58,11 @@ def _shape_equals_legacy(shape, other):
         padded = (1,) * (4 - len(shape)) + tuple(shape)
         return padded == tuple(other)
     return False
+
+
+def shape_string(shape):
+    """Caffe's Blob::shape_string: the axes, then the count."""
+    return "".join(f"{d} " for d in shape) + f"({int(np.prod(shape, dtype=np.int64))})"
 
 
 class Net:
@@ -86,57 +96,77 @@ class Net:
     # ------------------------------------------------------------ construction
     def _init(self, in_param):
         self.phase = in_param.state.phase
-        self.param = insert_splits(filter_net(in_param))
+        filtered = filter_net(in_param)
+        log.info("Initializing net from parameters: \n" + io.to_text(filtered))
+        self.param = insert_splits(filtered)
         self.name = self.param.name
         self.blobs = OrderedDict()
         self.layers, self._layer_names = [], []
-        self.bottom_vecs, self.top_vecs, self.bottom_names, self.top_names = [], [], [], []
+        self.bottom_vecs, self.top_vecs, self.bottom_name_vecs, self.top_name_vecs = [], [], [], []
         self.loss_tops = []        # (blob, weight)
-        self.blob_loss_weights = {}
+        self.blob_loss_weights = OrderedDict()
         owners = {}                # shared param name -> (layer, index, blob)
         self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
+        self.param_display_names = []   # per learnable param: its name, or its index in its layer
         self.layer_params = OrderedDict()
-        need_bw = {}               # blob name -> needs backward
-        self.layer_need_backward, self.bottom_need_backward = [], []
-        force = self.param.force_backward
+        blob_need_bw = {}          # blob name -> needs backward (Caffe's blob_need_backward_)
+        self.layer_need_backward, self.bottom_need_backward, self.param_propagate_down = [], [], []
+        memory = 0
 
         for lp in self.param.layer:
             if not lp.HasField("phase"):
                 lp.phase = self.phase
+            pd = list(lp.propagate_down)
+            if pd and len(pd) != len(lp.bottom):
+                raise CaffeError(f"layer '{lp.name}': propagate_down must be given once per bottom "
+                                 f"({len(lp.bottom)}), got {len(pd)}")
             layer = create_layer(lp, self.phase)
-            bottoms, bnames = [], []
+            log.info(f"Creating Layer {lp.name}")
+            bottoms, need_backward, bneed = [], False, []
             for i, b in enumerate(lp.bottom):
                 if b not in self.blobs:
                     raise CaffeError(f"layer '{lp.name}': unknown bottom blob '{b}' (bottom index {i}); "
                                      "no earlier layer produces it")
+                log.info(f"{lp.name} <- {b}")
                 bottoms.append(self.blobs[b])
-                bnames.append(b)
+                need_backward |= blob_need_bw[b]
+                bneed.append(blob_need_bw[b] and (pd[i] if pd else True))
             tops = []
             for i, t in enumerate(lp.top):
-                if t in lp.bottom:
-                    tops.append(self.blobs[t])          # in-place
-                elif t in self.blobs:
-                    raise CaffeError(f"layer '{lp.name}': top blob '{t}' is produced by more than one layer")
-                else:
-                    self.blobs[t] = Blob()
+                if i < len(lp.bottom) and t == lp.bottom[i]:
+                    log.info(f"{lp.name} -> {t} (in-place)")
                     tops.append(self.blobs[t])
+                elif t in self.blobs:
+                    raise CaffeError(f"layer '{lp.name}': top blob '{t}' is produced by more than one "
+                                     "layer (in-place use must give the same blob at the same index)")
+                else:
+                    log.info(f"{lp.name} -> {t}")
+                    self.blobs[t] = Blob()
+                    blob_need_bw[t] = False
+                    tops.append(self.blobs[t])
+            log.info(f"Setting up {lp.name}")
             layer.set_up(bottoms, tops)
             if len(lp.blobs):
                 self._load_layer_blobs(layer, lp.blobs, lp.name)
             if layer.blobs:
                 layer.on_weights_set()
             self._set_loss_weights(layer, lp, tops)
+            for t, blob in zip(lp.top, tops):
+                log.info(f"Top shape: {shape_string(blob.shape)}")
+                if self.blob_loss_weights.get(t):
+                    log.info(f"    with loss weight {self.blob_loss_weights[t]:g}")
+                memory += blob.count
 
             # parameters: sharing by name, lr/decay multipliers
             if len(lp.param) > len(layer.blobs):
                 raise CaffeError(f"layer '{lp.name}' has {len(layer.blobs)} parameter blob(s) but "
                                  f"{len(lp.param)} param specs")
-            any_lr = False
+            propagate = []
             for i, blob in enumerate(layer.blobs):
                 spec = lp.param[i] if i < len(lp.param) else pb.ParamSpec()
                 if getattr(layer, "frozen_params", False):
                     spec = pb.ParamSpec(name=spec.name, lr_mult=0, decay_mult=0)
-                any_lr |= spec.lr_mult != 0
+                propagate.append(spec.lr_mult > 0)
                 if spec.name and spec.name in owners:
                     olayer, oi, oblob = owners[spec.name]
                     ok = (blob.shape == oblob.shape if spec.share_mode != pb.ParamSpec.PERMISSIVE
@@ -144,6 +174,7 @@ class Net:
                     if not ok:
                         raise CaffeError(f"layer '{lp.name}' shares param '{spec.name}' with layer "
                                          f"'{olayer}', but shapes differ: {blob.shape} vs {oblob.shape}")
+                    log.info(f"Sharing parameters '{spec.name}' owned by layer '{olayer}', param index {oi}")
                     if blob.shape != oblob.shape:
                         blob.data = oblob.data.reshape(blob.shape)
                         blob.diff = oblob.diff.reshape(blob.shape)
@@ -155,50 +186,68 @@ class Net:
                 self.learnable_params.append(blob)
                 self.params_lr.append(spec.lr_mult)
                 self.params_weight_decay.append(spec.decay_mult)
-
-            need = force or any(need_bw[b] for b in bnames) or (bool(layer.blobs) and any_lr)
-            for t in lp.top:
-                need_bw[t] = need
+                self.param_display_names.append(spec.name or str(i))
+            need_backward |= any(propagate)
+            if need_backward:
+                for t in lp.top:
+                    blob_need_bw[t] = True
             self.layers.append(layer)
             self._layer_names.append(lp.name)
             self.bottom_vecs.append(bottoms)
             self.top_vecs.append(tops)
-            self.bottom_names.append(bnames)
-            self.top_names.append(list(lp.top))
-            self.layer_need_backward.append(need)
-            self.bottom_need_backward.append(
-                [need_bw.get(b, False) or (force and layer.allow_force_backward(i))
-                 for i, b in enumerate(bnames)])
+            self.bottom_name_vecs.append(list(lp.bottom))
+            self.top_name_vecs.append(list(lp.top))
+            self.layer_need_backward.append(need_backward)
+            self.bottom_need_backward.append(bneed)
+            self.param_propagate_down.append(propagate)
             if layer.blobs:
                 self.layer_params[lp.name] = layer.blobs
+        self._backward_rules(self.param.force_backward)
 
-        # backward is useless for layers that do not lead to a loss
-        under_loss = set()
-        for li in range(len(self.layers) - 1, -1, -1):
-            layer, lp = self.layers[li], self.param.layer[li]
-            contributes = any(w != 0 for w in layer.loss_weights) or any(
-                t in under_loss for t in lp.top)
-            if not contributes:
-                self.layer_need_backward[li] = False
-            else:
-                under_loss.update(lp.bottom)
-            pd = list(lp.propagate_down)
-            if pd and len(pd) != len(lp.bottom):
-                raise CaffeError(f"layer '{lp.name}': propagate_down must be given once per bottom")
-            for i in range(len(lp.bottom)):
-                self.bottom_need_backward[li][i] = (self.bottom_need_backward[li][i]
-                                                   and self.layer_need_backward[li]
-                                                   and (pd[i] if pd else True))
-        available = OrderedDict()
+        # Caffe keeps the blobs no layer consumed in a sorted set: outputs come alphabetically
+        available = set()
         for lp in self.param.layer:
-            for b in lp.bottom:
-                available.pop(b, None)
-            for t in lp.top:
-                available[t] = True
-        self.outputs = list(available)
+            available.difference_update(lp.bottom)
+            available.update(lp.top)
+        self.outputs = sorted(available)
+        for name in self.outputs:
+            log.info(f"This network produces output {name}")
         self.inputs = [t for layer, lp in zip(self.layers, self.param.layer)
                        if lp.type == "Input" for t in lp.top]
         self.layer_dict = OrderedDict(zip(self._layer_names, self.layers))
+        self.debug_info = self.param.debug_info
+        log.info("Network initialization done.")
+        log.info(f"Memory required for data: {memory * 4}")
+
+    def _backward_rules(self, force):
+        """Caffe's order: skip layers that do not lead to a loss or whose bottoms all skip
+        backward, then force_backward turns on every layer and every bottom its layer allows."""
+        under_loss, skip = set(), set()
+        for li in range(len(self.layers) - 1, -1, -1):
+            layer, tops, bottoms = self.layers[li], self.top_name_vecs[li], self.bottom_name_vecs[li]
+            contributes = any(w != 0 for w in layer.loss_weights) or any(t in under_loss for t in tops)
+            skips_all = all(t in skip for t in tops)
+            bneed = self.bottom_need_backward[li]
+            if self.layer_need_backward[li] and skips_all:
+                self.layer_need_backward[li] = False
+                bneed[:] = [False] * len(bneed)
+            if not contributes:
+                self.layer_need_backward[li] = False
+            log.info(f"{self._layer_names[li]} " + ("needs backward computation." if
+                     self.layer_need_backward[li] else "does not need backward computation."))
+            for i, b in enumerate(bottoms):
+                if contributes:
+                    under_loss.add(b)
+                else:
+                    bneed[i] = False
+                if not bneed[i]:
+                    skip.add(b)
+        if force:
+            for li, layer in enumerate(self.layers):
+                self.layer_need_backward[li] = True
+                bneed = self.bottom_need_backward[li]
+                bneed[:] = [n or bool(layer.allow_force_backward(i)) for i, n in enumerate(bneed)]
+                self.param_propagate_down[li] = [True] * len(layer.blobs)
 
     def _set_loss_weights(self, layer, lp, tops):
         weights = list(lp.loss_weight)
@@ -213,6 +262,7 @@ class Net:
                 self.loss_tops.append((t, w))
                 self.blob_loss_weights[name] = w
 
+    # ------------------------------------------------------------ pycaffe's views
     @property
     def params(self):
         return self.layer_params
@@ -220,6 +270,26 @@ class Net:
     @property
     def layer_names(self):
         return self._layer_names
+
+    @property
+    def _blob_names(self):
+        return list(self.blobs)
+
+    @property
+    def top_names(self):
+        return OrderedDict(zip(self._layer_names, (list(t) for t in self.top_name_vecs)))
+
+    @property
+    def bottom_names(self):
+        return OrderedDict(zip(self._layer_names, (list(b) for b in self.bottom_name_vecs)))
+
+    def _top_ids(self, i):
+        names = self._blob_names
+        return [names.index(t) for t in self.top_name_vecs[i]]
+
+    def _bottom_ids(self, i):
+        names = self._blob_names
+        return [names.index(b) for b in self.bottom_name_vecs[i]]
 
     # ------------------------------------------------------------ running
     def _index(self, name, default):
@@ -232,6 +302,9 @@ class Net:
     def forward_from_to(self, start=0, end=None):
         end = len(self.layers) - 1 if end is None else end
         loss = 0.0
+        if self.debug_info:
+            for name in self.inputs:
+                log.info(f"    [Forward] Input {name} data: {_mean_abs(self.blobs[name].peek):g}")
         for i in range(start, end + 1):
             layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
             layer.reshape(bottom, top)
@@ -239,23 +312,53 @@ class Net:
             for t, w in zip(top, layer.loss_weights):
                 if w:
                     loss += w * float(t.data.sum(dtype=np.float64))
+            if self.debug_info:
+                self._forward_debug(i)
         return loss
 
+    def seed_loss_diffs(self):
+        """A loss top's diff holds its loss weight, where backward starts (Caffe sets it once at
+        setup; a layer reading it back may not find it again if something wrote over it)."""
+        for t, w in self.loss_tops:
+            t.diff[...] = w
+
     def backward_from_to(self, start=None, end=0, seed_loss=True):
-        """Backward from layer `start` down to `end`; the loss tops' diffs start as their weights."""
         start = len(self.layers) - 1 if start is None else start
         if seed_loss:
-            for t, w in self.loss_tops:
-                t.diff[...] = w
+            self.seed_loss_diffs()
         for i in range(start, end - 1, -1):
-            if self.layer_need_backward[i]:
-                self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
-                                        self.bottom_vecs[i])
+            if not self.layer_need_backward[i]:
+                continue
+            layer = self.layers[i]
+            keep = [(b, b.diff.copy()) for b, p in zip(layer.blobs, self.param_propagate_down[i])
+                    if not p]     # a param with lr_mult 0 gets no gradient, as in Caffe
+            layer.backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+            for b, d in keep:
+                b.diff[...] = d
+            if self.debug_info:
+                self._backward_debug(i)
 
     def forward_backward(self):
         loss = self.forward_from_to()
         self.backward_from_to()
         return loss
+
+    def _forward_debug(self, i):
+        name = self._layer_names[i]
+        for t, blob in zip(self.top_name_vecs[i], self.top_vecs[i]):
+            log.info(f"    [Forward] Layer {name}, top blob {t} data: {_mean_abs(blob.peek):g}")
+        for j, blob in enumerate(self.layers[i].blobs):
+            log.info(f"    [Forward] Layer {name}, param blob {j} data: {_mean_abs(blob.peek):g}")
+
+    def _backward_debug(self, i):
+        name = self._layer_names[i]
+        for b, blob, need in zip(self.bottom_name_vecs[i], self.bottom_vecs[i],
+                                 self.bottom_need_backward[i]):
+            if need:
+                log.info(f"    [Backward] Layer {name}, bottom blob {b} diff: {_mean_abs(blob.diff):g}")
+        for j, (blob, p) in enumerate(zip(self.layers[i].blobs, self.param_propagate_down[i])):
+            if p:
+                log.info(f"    [Backward] Layer {name}, param blob {j} diff: {_mean_abs(blob.diff):g}")
 
     def reshape(self):
         for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
@@ -289,31 +392,75 @@ class Net:
         for b in self.learnable_params:
             b.diff[...] = 0
 
-    # ------------------------------------------------------------ pycaffe API
-    def forward(self, blobs=None, start=None, end=None, **inputs):
-        for name, value in inputs.items():
+    # ------------------------------------------------------------ pycaffe's running API
+    def _set_blobs(self, values, field):
+        for name, value in values.items():
             if name not in self.blobs:
                 raise CaffeError(f"no blob named '{name}'")
             value = np.asarray(value, np.float32)
             b = self.blobs[name]
-            b.reshape(value.shape)
-            b.data[...] = value
+            if field == "data" and value.shape != b.shape:
+                b.reshape(value.shape)
+            getattr(b, field)[...] = value
+
+    def forward(self, blobs=None, start=None, end=None, **inputs):
+        """pycaffe's: inputs by name (reshaping the net to them), the outputs (or `end`'s tops)
+        plus `blobs` as a dict of arrays."""
+        self._set_blobs(inputs, "data")
         s = self._index(start, 0)
         e = self._index(end, len(self.layers) - 1)
         self.forward_from_to(s, e)
-        outs = self.top_names[e] if end is not None else self.outputs
-        outs = list(outs) + [b for b in (blobs or []) if b not in outs]
-        return {n: self.blobs[n].data for n in outs}
+        outs = self.top_name_vecs[e] if end is not None else self.outputs
+        return {n: self.blobs[n].data for n in set(outs) | set(blobs or [])}
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs):
-        for name, value in top_diffs.items():
-            self.blobs[name].diff[...] = value
+        """pycaffe's: top diffs by name (a loss top's diff is its loss weight unless given), the
+        inputs' (or `end`'s bottoms') diffs plus `diffs` as a dict of arrays."""
+        self.seed_loss_diffs()
+        self._set_blobs(top_diffs, "diff")
         s = self._index(start, len(self.layers) - 1)
         e = self._index(end, 0)
-        self.backward_from_to(s, e, seed_loss=not top_diffs)
-        names = self.bottom_names[e] if end is not None else self.inputs
-        names = list(names) + [d for d in (diffs or []) if d not in names]
-        return {n: self.blobs[n].diff for n in names}
+        self.backward_from_to(s, e, seed_loss=False)
+        names = self.bottom_name_vecs[e] if end is not None else self.inputs
+        return {n: self.blobs[n].diff for n in set(names) | set(diffs or [])}
+
+    def _batch(self, arrays):
+        """Split arrays of one length into the first one's batch size, zero-padding the last."""
+        if not arrays:
+            return
+        n = len(next(iter(arrays.values())))
+        size = self.blobs[next(iter(arrays))].shape[0]
+        for i in range(0, n, size):
+            batch = {}
+            for name, a in arrays.items():
+                chunk = np.asarray(a[i:i + size], np.float32)
+                pad = np.zeros((size - len(chunk),) + chunk.shape[1:], np.float32)
+                batch[name] = np.concatenate([chunk, pad]) if len(pad) else chunk
+            yield batch
+
+    def forward_all(self, blobs=None, **inputs):
+        """pycaffe's: forward any number of items in batches; outputs (and `blobs`) stacked."""
+        return self.forward_backward_all(blobs=blobs, backward=False, **inputs)[0]
+
+    def forward_backward_all(self, blobs=None, diffs=None, backward=True, **kwargs):
+        """pycaffe's: inputs and output diffs of any length, run in batches, results stacked."""
+        fwd = {k: v for k, v in kwargs.items() if k not in self.outputs or k in self.inputs}
+        bwd = {k: v for k, v in kwargs.items() if k in self.outputs and k not in self.inputs}
+        outs = {n: [] for n in set(self.outputs) | set(blobs or [])}
+        douts = {n: [] for n in set(self.inputs) | set(diffs or [])} if backward else {}
+        for fb, bb in itertools.zip_longest(self._batch(fwd), self._batch(bwd), fillvalue={}):
+            for n, a in self.forward(blobs=blobs, **fb).items():
+                outs[n].extend(a.copy())
+            if backward:
+                for n, a in self.backward(diffs=diffs, **bb).items():
+                    douts[n].extend(a.copy())
+        given = len(next(iter(kwargs.values()))) if kwargs else None
+        return ({n: np.asarray(v)[:given] for n, v in outs.items()},
+                {n: np.asarray(v)[:given] for n, v in douts.items()})
+
+    def share_with(self, other):
+        """pycaffe's: use `other`'s weights (by layer name) without copying."""
+        self.share_trained_layers_with(other)
 
     # ------------------------------------------------------------ weights
     def _load_layer_blobs(self, layer, blob_protos, name):
@@ -327,9 +474,11 @@ class Net:
                                  f"but {blob.shape} in the net")
             blob.data[...] = io.blob_to_array(bp).reshape(blob.shape)
 
-    def copy_trained_layers_from(self, source):
-        """Copy weights by layer name from a NetParameter or a weights file; extra layers are ignored."""
+    def copy_trained_layers_from(self, source, what=None):
+        """Copy weights by layer name from a NetParameter or a weights file; extra layers are ignored,
+        but a file that gives no layer of this net its weights is an error."""
         strict = str(source).endswith(".mcz")
+        what = what or (str(source) if not isinstance(source, pb.NetParameter) else "the weights")
         if not isinstance(source, pb.NetParameter):
             source = io.read_weights(str(source))
         if strict:   # a compressed model is the whole net's weights: its layers must match exactly
@@ -338,15 +487,32 @@ class Net:
             if sorted(have) != sorted(want):
                 raise CaffeError(f"the compressed model has {len(have)} layer(s) with weights "
                                  f"({', '.join(have)}), the net has {len(want)} ({', '.join(want)})")
+        copied = 0
         for lp in source.layer:
             layer = self.layer_dict.get(lp.name)
-            if layer is None or not len(lp.blobs):
+            if layer is None:
+                log.info(f"Ignoring source layer {lp.name}")
+                continue
+            log.info(f"Copying source layer {lp.name} Type:{lp.type} #blobs={len(lp.blobs)}")
+            if not len(lp.blobs):
                 continue
             self._load_layer_blobs(layer, lp.blobs, lp.name)
             layer.on_weights_set()
+            copied += 1
+        if not copied and any(layer.blobs for layer in self.layers):
+            raise CaffeError(f"{what}: none of its {len(source.layer)} layer(s) with weights has the "
+                             f"name of a layer of this net ({', '.join(self.layer_params)}); is it "
+                             "the weights file of another net?")
 
     def copy_from(self, path):
         self.copy_trained_layers_from(path)
+
+    def load_hdf5(self, path):
+        """pycaffe's: weights from an HDF5 file as Caffe's save_hdf5 writes it, whatever its name."""
+        self.copy_trained_layers_from(io.read_weights(str(path), fmt="hdf5"), what=str(path))
+
+    def save_hdf5(self, path):
+        io.write_weights(str(path), self.to_proto(), "hdf5")
 
     def share_trained_layers_with(self, other):
         """Make this (test) net use the weights of `other` (the train net), by layer name."""

@@ -30,6 +30,8 @@ class Solver:
         if sp.type not in RULES:
             raise CaffeError(f"unknown solver type '{sp.type}' (known: {', '.join(RULES)})")
         self.rule = RULES[sp.type](sp)
+        if sp.HasField("solver_mode") and sp.solver_mode == pb.SolverParameter.GPU:   # the default
+            log.cpu_only(f"solver_mode: GPU (device_id {sp.device_id})")                # says nothing
         if sp.random_seed >= 0:
             rng.seed(sp.random_seed)
         self.iter = 0
@@ -120,6 +122,7 @@ class Solver:
                         self.iter > 0 or sp.test_initialization):
                     self.test_all()
                 display = sp.display and self.iter % sp.display == 0
+                self.net.debug_info = bool(display and sp.debug_info)
                 loss = 0.0
                 for _ in range(sp.iter_size):
                     loss += self.net.forward_backward()

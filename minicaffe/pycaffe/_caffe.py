@@ -1,6 +1,5 @@
 """What pycaffe's compiled extension (_caffe) exports, over minicaffe: modes, seeds, solver
 counts, the layer list. There is no GPU here: asking for one says so once and stays on the CPU."""
-import sys
 import time
 
 from minicaffe import log, rng
@@ -8,15 +7,7 @@ from minicaffe.layer import REGISTRY, Layer  # noqa: F401  (caffe.Layer: Python 
 from minicaffe.solvers import get_solver  # noqa: F401
 
 __version__ = "1.0.0"
-_warned = False
 _solver_count, _solver_rank, _multiprocess = 1, 0, False
-
-
-def _cpu_only(what):
-    global _warned
-    if not _warned:
-        sys.stderr.write(f"minicaffe: {what}: there is no GPU mode here; running on the CPU\n")
-        _warned = True
 
 
 def set_mode_cpu():
@@ -24,11 +15,11 @@ def set_mode_cpu():
 
 
 def set_mode_gpu():
-    _cpu_only("set_mode_gpu")
+    log.cpu_only("caffe.set_mode_gpu()")
 
 
 def set_device(device_id):
-    _cpu_only(f"set_device({device_id})")
+    log.cpu_only(f"caffe.set_device({device_id})")
 
 
 def set_random_seed(seed):
