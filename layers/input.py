@@ -1,4 +1,5 @@
-"""Layers that make blobs from nothing: Input (shapes only) and DummyData (filled)."""
+"""Layers that make blobs from nothing: Input (shapes only), DummyData (filled) and Parameter
+(a learned blob)."""
 
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.filler import fill
@@ -60,3 +61,25 @@ class DummyData(Layer):
         for t, s, f in zip(top, self.shapes, self.fillers):
             if f.type != "constant":
                 t.data[...] = fill(f, s)
+
+
+@register("Parameter")
+class Parameter(Layer):
+    """A learned blob as a top: the top holds the param's own data and diff arrays (Caffe's
+    ShareData/ShareDiff), so the gradient the consumers write into it is the param's gradient."""
+    n_bottom = 0
+    n_top = 1
+
+    def setup(self, bottom, top):
+        self.new_param(tuple(self.param.parameter_param.shape.dim))
+
+    def reshape(self, bottom, top):
+        self._share(top)
+
+    def forward(self, bottom, top):
+        self._share(top)   # again: the net may have replaced the param's arrays (sharing, loading)
+
+    def _share(self, top):
+        p = self.blobs[0]
+        top[0].data = p.data
+        top[0].diff = p.diff

@@ -1,4 +1,4 @@
-"""BatchNorm (Caffe's: statistics only, no affine) and the Scale and Bias layers that follow it."""
+"""BatchNorm (Caffe's: statistics only, no affine), the Scale and Bias layers that follow it, and MVN."""
 import numpy as np
 
 from minicaffe import minicaffe_pb2 as pb
@@ -170,3 +170,44 @@ class Bias(Affine):
             self.blobs[0].diff += g.reshape(self.blobs[0].shape)
         if propagate_down[0]:
             bottom[0].diff[...] = dy
+
+
+@register("MVN")
+class MVN(Layer):
+    """Mean (and variance) normalization per item, or per item and channel. Caffe divides by
+    std + eps (not sqrt(var + eps)), and gives the top the bottom's legacy 4-D shape."""
+    n_bottom = 1
+    n_top = 1
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) > 4:
+            raise self.error(f"takes a bottom of at most 4 axes (num, channels, height, width), "
+                             f"got shape {shape}")
+        shape = shape + (1,) * (4 - len(shape))
+        if top[0] is bottom[0]:      # in place: keep the values, as Caffe's Reshape does
+            top[0].data, top[0].diff = top[0].data.reshape(shape), top[0].diff.reshape(shape)
+        else:
+            top[0].reshape(shape)
+        self.groups = shape[0] if self.param.mvn_param.across_channels else shape[0] * shape[1]
+
+    def forward(self, bottom, top):
+        p = self.param.mvn_param
+        x = bottom[0].data.reshape(self.groups, -1)
+        y = x - x.mean(axis=1, keepdims=True, dtype=np.float64).astype(np.float32)
+        if p.normalize_variance:
+            var = (y * y).mean(axis=1, keepdims=True, dtype=np.float64)
+            self.std = (np.sqrt(var) + p.eps).astype(np.float32)
+            y /= self.std
+        self.y = y
+        top[0].data.reshape(self.groups, -1)[...] = y
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.groups, -1)
+        dx = dy - dy.mean(axis=1, keepdims=True)
+        if self.param.mvn_param.normalize_variance:
+            dx -= self.y * (dy * self.y).mean(axis=1, keepdims=True)
+            dx /= self.std
+        bottom[0].diff.reshape(self.groups, -1)[...] = dx
