@@ -1,28 +1,40 @@
-"""Convolution and Deconvolution: batched im2col + one GEMM per group (DESIGN.md speed rules)."""
+"""Convolution and Deconvolution: batched im2col + one GEMM per group (DESIGN.md speed rules); and
+Im2col, the column matrix itself as a layer."""
 import numpy as np
 
 from minicaffe import gemm, kernels
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.sparse import SparseChooser
 from minicaffe.filler import fill
-from minicaffe.layer import Layer, register
+from minicaffe.layer import Layer, canonical_axis, prod, register
 
 CHUNK_BYTES = 8 << 20
 
 
-def _pair(rep, h, w, default, name, layer):
-    if h is not None:
-        return h, w
-    vals = list(rep)
-    if not vals:
-        if default is None:
-            raise layer.error(f"{name} is required")
-        return default, default
-    if len(vals) == 1:
-        return vals[0], vals[0]
-    if len(vals) == 2:
-        return vals[0], vals[1]
-    raise layer.error(f"{name} takes 1 or 2 values for 2-D convolution, got {len(vals)}")
+def spatial_geometry(cp, n, layer):
+    """kernel, pad, stride, dilation for n spatial axes by Caffe's rules: each repeated field given
+    once for all axes or once per axis; the _h/_w fields only in 2-D and not beside their
+    repeated form."""
+    def per_axis(name, hw, default):
+        vals = list(getattr(cp, name))
+        if hw and (cp.HasField(hw + "_h") or cp.HasField(hw + "_w")):
+            if n != 2:
+                raise layer.error(f"{hw}_h and {hw}_w are only for 2-D, not {n} spatial axes")
+            if vals:
+                raise layer.error(f"give either {name} or {hw}_h and {hw}_w, not both")
+            return getattr(cp, hw + "_h"), getattr(cp, hw + "_w")
+        if not vals:
+            if default is None:
+                raise layer.error(f"{name} is required")
+            return (default,) * n
+        if len(vals) not in (1, n):
+            raise layer.error(f"{name} takes 1 or {n} values (once per spatial axis), got {len(vals)}")
+        return tuple(vals) if len(vals) == n else (vals[0],) * n
+    geo = (per_axis("kernel_size", "kernel", None), per_axis("pad", "pad", 0),
+           per_axis("stride", "stride", 1), per_axis("dilation", None, 1))
+    if min(geo[0] + geo[2] + geo[3]) <= 0:
+        raise layer.error("kernel, stride and dilation must be positive")
+    return geo
 
 
 def group_matmul(a, b, out, g, ta=False, tb=False, b_cols=False, accumulate=False, threads=None):
@@ -48,16 +60,8 @@ class ConvBase(Layer):
         if bottom[0].data.ndim != 4 or cp.axis not in (1, -3):
             raise self.error(f"only 2-D spatial convolution of 4-D (N,C,H,W) blobs is supported; "
                              f"bottom has shape {bottom[0].shape}")
-        has = cp.HasField
-        kh = cp.kernel_h if has("kernel_h") else None
-        self.kh, self.kw = _pair(cp.kernel_size, kh, cp.kernel_w, None, "kernel_size", self)
-        ph = cp.pad_h if (has("pad_h") or has("pad_w")) else None
-        self.ph, self.pw = _pair(cp.pad, ph, cp.pad_w, 0, "pad", self)
-        sh = cp.stride_h if (has("stride_h") or has("stride_w")) else None
-        self.sh, self.sw = _pair(cp.stride, sh, cp.stride_w, 1, "stride", self)
-        self.dh, self.dw = _pair(cp.dilation, None, None, 1, "dilation", self)
-        if min(self.kh, self.kw, self.sh, self.sw, self.dh, self.dw) <= 0:
-            raise self.error("kernel, stride and dilation must be positive")
+        (self.kh, self.kw), (self.ph, self.pw), (self.sh, self.sw), (self.dh, self.dw) = \
+            spatial_geometry(cp, 2, self)
         self.group = cp.group
         self.num_output = cp.num_output
         self.channels = bottom[0].shape[1]
@@ -279,3 +283,77 @@ class Deconvolution(ConvBase):
                 dx = np.empty((c, n * p), np.float32)
                 group_matmul(wts, col2, dx, g)
                 b.diff[...] = dx.reshape(c, n, h, w).transpose(1, 0, 2, 3)
+
+
+@register("Im2col")
+class Im2col(Layer):
+    """Caffe's Im2col: the axes before the channel axis are images, the channel axis becomes
+    C * prod(kernel) (channel, then kernel offset in row-major order), the spatial axes become the
+    output positions. backward is col2im: overlapping windows add up."""
+    n_bottom = 1
+    n_top = 1
+
+    def setup(self, bottom, top):
+        cp = self.param.convolution_param
+        nd = bottom[0].data.ndim
+        self.axis = canonical_axis(cp.axis, nd)
+        if nd - self.axis - 1 < 1:
+            raise self.error(f"needs a spatial axis after the channel axis {self.axis}; "
+                             f"bottom has shape {bottom[0].shape}")
+        self.kernel, self.pad, self.stride, self.dilation = spatial_geometry(cp, nd - self.axis - 1, self)
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        a = self.axis
+        self.images, self.channels, self.spatial = prod(shape[:a]), shape[a], shape[a + 1:]
+        self.out = []
+        for size, k, p, s, d in zip(self.spatial, self.kernel, self.pad, self.stride, self.dilation):
+            extent = d * (k - 1) + 1
+            if size + 2 * p < extent:
+                raise self.error(f"kernel extent {extent} is larger than the padded input "
+                                 f"({size} + 2 * {p}) of bottom shape {shape}")
+            self.out.append((size + 2 * p - extent) // s + 1)
+        top[0].reshape(shape[:a] + (self.channels * prod(self.kernel),) + tuple(self.out))
+
+    def _planes(self, blob_array):
+        """The 2-D case as one image of images * channels planes: the kernels' column layout
+        (plane, kernel offset, position) is then the top's own layout, with no transpose."""
+        return blob_array.reshape(1, self.images * self.channels, *self.spatial)
+
+    def _geometry(self):
+        """The 2-D kernels' arguments: kh, kw, ph, pw, sh, sw, dh, dw, oh, ow."""
+        return (*self.kernel, *self.pad, *self.stride, *self.dilation, *self.out)
+
+    def _windows(self):
+        """For each kernel offset (row-major), the strided slice of the padded input it reads:
+        the N-D case loops over the kernel's offsets, never over positions."""
+        for offset in np.ndindex(*self.kernel):
+            yield (slice(None), slice(None)) + tuple(
+                slice(o * d, o * d + s * (n - 1) + 1, s)
+                for o, d, s, n in zip(offset, self.dilation, self.stride, self.out))
+
+    def forward(self, bottom, top):
+        if len(self.spatial) == 2:
+            kernels.im2col(self._planes(bottom[0].data), *self._geometry(),
+                           top[0].data.reshape(-1, 1, prod(self.out)))
+            return
+        col = top[0].data.reshape(self.images, self.channels, -1, *self.out)
+        padded = np.pad(bottom[0].data.reshape(self.images, self.channels, *self.spatial),
+                        [(0, 0), (0, 0)] + [(p, p) for p in self.pad])
+        for j, window in enumerate(self._windows()):
+            col[:, :, j] = padded[window]
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if len(self.spatial) == 2:
+            kernels.col2im(top[0].diff.reshape(-1, 1, prod(self.out)), *self._geometry(),
+                           self._planes(bottom[0].diff))
+            return
+        col = top[0].diff.reshape(self.images, self.channels, -1, *self.out)
+        padded = np.zeros((self.images, self.channels) +
+                          tuple(s + 2 * p for s, p in zip(self.spatial, self.pad)), np.float32)
+        for j, window in enumerate(self._windows()):
+            padded[window] += col[:, :, j]
+        inner = (slice(None), slice(None)) + tuple(slice(p, p + s) for s, p in zip(self.spatial, self.pad))
+        bottom[0].diff.reshape(padded.shape[:2] + self.spatial)[...] = padded[inner]
