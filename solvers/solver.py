@@ -47,6 +47,7 @@ class Solver:
         self.effects = {"SIGINT": sigint_effect, "SIGHUP": sighup_effect}
         self.requested = None
         self.progress = False      # the CLI turns it on when stderr is a terminal
+        self.callbacks = []        # (on_start, on_gradients_ready), as pycaffe's add_callback
         log.info(f"Solver type {sp.type}; Learning Rate Policy: {sp.lr_policy}")
 
     # ------------------------------------------------------------ nets
@@ -121,6 +122,8 @@ class Solver:
                 if sp.test_interval and self.iter % sp.test_interval == 0 and (
                         self.iter > 0 or sp.test_initialization):
                     self.test_all()
+                for on_start, _ in self.callbacks:
+                    on_start()
                 display = sp.display and self.iter % sp.display == 0
                 self.net.debug_info = bool(display and sp.debug_info)
                 loss = 0.0
@@ -135,6 +138,8 @@ class Solver:
                              f"loss = {self.smoothed_loss:.6g}")
                     t0, last = time.time(), self.iter
                     self._log_outputs(self.net, "Train", [self.net.blobs[n].data for n in self.net.outputs])
+                for _, on_gradients_ready in self.callbacks:
+                    on_gradients_ready()
                 self.apply_update()
                 self.iter += 1
                 if self.progress:
@@ -222,6 +227,15 @@ class Solver:
             if b.mask is not None:
                 g *= b.mask            # a pruned weight never moves
             b.data -= g
+
+    def add_callback(self, on_start, on_gradients_ready):
+        """pycaffe's: call on_start() before each iteration's forward, on_gradients_ready() between
+        its backward and the update."""
+        self.callbacks.append((on_start, on_gradients_ready))
+
+    def share_weights(self, net):
+        """pycaffe's: `net` uses this solver's train-net weights."""
+        net.share_trained_layers_with(self.net)
 
     # ------------------------------------------------------------ testing
     def test_all(self):

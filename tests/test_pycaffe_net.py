@@ -1,0 +1,177 @@
+"""`import caffe`: pycaffe's Net and Solver names and behaviour over minicaffe's engine."""
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+import caffe
+from minicaffe.errors import CaffeError
+
+NET = """name: 'pynet' force_backward: true
+layer { type: 'DummyData' name: 'data' top: 'data' top: 'label'
+  dummy_data_param { num: 5 channels: 2 height: 3 width: 4 num: 5 channels: 1 height: 1 width: 1
+    data_filler { type: 'gaussian' std: 1 } data_filler { type: 'constant' } } }
+layer { type: 'Convolution' name: 'conv' bottom: 'data' top: 'conv'
+  convolution_param { num_output: 6 kernel_size: 2 pad: 1
+    weight_filler { type: 'gaussian' std: 1 } bias_filler { type: 'constant' value: 2 } }
+  param { decay_mult: 1 } param { decay_mult: 0 } }
+layer { type: 'InnerProduct' name: 'ip' bottom: 'conv' top: 'ip_blob'
+  inner_product_param { num_output: 7 weight_filler { type: 'gaussian' std: 2.5 }
+    bias_filler { type: 'constant' value: -3 } } }
+layer { type: 'SoftmaxWithLoss' name: 'loss' bottom: 'ip_blob' bottom: 'label' top: 'loss' }
+"""
+
+
+@pytest.fixture
+def net_path(tmp_path):
+    p = tmp_path / "net.prototxt"
+    p.write_text(NET)
+    return str(p)
+
+
+@pytest.fixture
+def net(net_path):
+    n = caffe.Net(net_path, caffe.TRAIN)
+    n.blobs["label"].data[...] = np.random.RandomState(0).randint(7, size=n.blobs["label"].shape)
+    return n
+
+
+def test_names_dicts_and_layers(net):
+    assert net.inputs == [] and net.outputs == ["loss"]
+    assert net.top_names == OrderedDict([("data", ["data", "label"]), ("conv", ["conv"]),
+                                         ("ip", ["ip_blob"]), ("loss", ["loss"])])
+    assert net.bottom_names == OrderedDict([("data", []), ("conv", ["data"]), ("ip", ["conv"]),
+                                            ("loss", ["ip_blob", "label"])])
+    assert list(net.layer_dict) == list(net._layer_names)
+    assert [layer.type for layer in net.layers] == ["DummyData", "Convolution", "InnerProduct",
+                                                    "SoftmaxWithLoss"]
+    assert net._blob_names == ["data", "label", "conv", "ip_blob", "loss"]
+    assert net.blob_loss_weights["loss"] == 1
+    assert net.layers[1].blobs[0] is net.params["conv"][0]
+
+
+def test_forward_start_end_and_backward(net):
+    conv = net.blobs["conv"]
+    conv.data[...] = np.random.RandomState(1).rand(*conv.shape)
+    out = net.forward(start="ip", end="ip")
+    assert set(out) == {"ip_blob"}
+    W, b = net.params["ip"]
+    np.testing.assert_allclose(out["ip_blob"], conv.data.reshape(5, -1) @ W.data.T + b.data, rtol=1e-4)
+    net.forward()
+    net.backward()
+    assert net.params["conv"][0].diff.any() and net.blobs["data"].diff.any()   # force_backward
+    d = net.params["conv"][0].diff
+    net.clear_param_diffs()
+    assert not d.any()
+    diffs = net.backward(start="ip", end="ip", diffs=["conv"])
+    assert set(diffs) == {"conv"}
+
+
+def test_save_load_binaryproto_and_hdf5(net, net_path, tmp_path):
+    w = tmp_path / "w"           # names without the usual suffixes, as pycaffe's tests use
+    net.save(str(w))
+    for other in (caffe.Net(net_path, str(w), caffe.TRAIN), caffe.Net(net_path, caffe.TRAIN, weights=str(w))):
+        for name in net.params:
+            for a, b in zip(net.params[name], other.params[name]):
+                assert np.array_equal(a.data, b.data)
+    h = tmp_path / "h"
+    net.save_hdf5(str(h))
+    other = caffe.Net(net_path, caffe.TRAIN)
+    other.load_hdf5(str(h))
+    assert np.array_equal(other.params["ip"][0].data, net.params["ip"][0].data)
+
+
+def test_weights_of_another_net_are_an_error(net_path, tmp_path):
+    (tmp_path / "other.prototxt").write_text(
+        "layer { name: 'in' type: 'Input' top: 'x' input_param { shape { dim: 1 dim: 3 } } }\n"
+        "layer { name: 'fc' type: 'InnerProduct' bottom: 'x' top: 'y' inner_product_param { num_output: 2 } }")
+    caffe.Net(str(tmp_path / "other.prototxt"), caffe.TEST).save(str(tmp_path / "other.caffemodel"))
+    with pytest.raises(CaffeError, match="none of its 2 layer"):
+        caffe.Net(net_path, caffe.TEST, weights=str(tmp_path / "other.caffemodel"))
+
+
+def test_levels_and_stages(tmp_path):
+    p = tmp_path / "n.prototxt"
+    p.write_text("""
+layer { name: "data" type: "DummyData" top: "data" dummy_data_param { shape { dim: 1 dim: 4 } } }
+layer { name: "all" type: "InnerProduct" bottom: "data" top: "all" inner_product_param { num_output: 1 } }
+layer { name: "l1" type: "InnerProduct" bottom: "data" top: "l1" include { min_level: 1 } inner_product_param { num_output: 1 } }
+layer { name: "A" type: "InnerProduct" bottom: "data" top: "A" include { stage: "A" } inner_product_param { num_output: 1 } }
+layer { name: "AB" type: "InnerProduct" bottom: "data" top: "AB" include { stage: "A" stage: "B" } inner_product_param { num_output: 1 } }
+""")
+    names = lambda n: [b for b in n.blobs if "data" not in b]     # noqa: E731
+    assert names(caffe.Net(str(p), caffe.TEST)) == ["all"]
+    assert names(caffe.Net(str(p), caffe.TEST, level=1)) == ["all", "l1"]
+    assert names(caffe.Net(str(p), caffe.TEST, stages=["A", "B"])) == ["all", "A", "AB"]
+
+
+def test_forward_all_and_forward_backward_all(tmp_path):
+    p = tmp_path / "n.prototxt"
+    p.write_text("force_backward: true\n"
+                 "layer { name: 'in' type: 'Input' top: 'x' input_param { shape { dim: 4 dim: 3 } } }\n"
+                 "layer { name: 'fc' type: 'InnerProduct' bottom: 'x' top: 'y' "
+                 "inner_product_param { num_output: 2 weight_filler { type: 'gaussian' } } }")
+    net = caffe.Net(str(p), caffe.TEST)
+    x = np.random.RandomState(0).randn(10, 3).astype(np.float32)      # 10 items, batches of 4
+    W = net.params["fc"][0].data
+    out = net.forward_all(x=x)
+    assert out["y"].shape == (10, 2)
+    np.testing.assert_allclose(out["y"], x @ W.T, rtol=1e-5, atol=1e-6)
+    dy = np.ones((10, 2), np.float32)
+    outs, diffs = net.forward_backward_all(x=x, y=dy)
+    np.testing.assert_allclose(diffs["x"], dy @ W, rtol=1e-5)
+    assert outs["y"].shape == (10, 2)
+
+
+def test_solver_api(net_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sp = tmp_path / "solver.prototxt"
+    sp.write_text(f"net: '{net_path}'\ntest_iter: 2 test_interval: 10 base_lr: 0.01 momentum: 0.9\n"
+                  "weight_decay: 0.0005 lr_policy: 'inv' gamma: 0.0001 power: 0.75\n"
+                  "display: 100 max_iter: 20 snapshot_after_train: false snapshot_prefix: 'model'")
+    solver = caffe.SGDSolver(str(sp))
+    assert isinstance(caffe.get_solver(str(sp)), caffe.Solver)
+    assert len(solver.test_nets) == 1 and solver.iter == 0
+    data = solver.net.layers[1].blobs[0].data[...]
+    data[...] = 0
+    solver.net.layers[1].blobs[0].diff[...] = 1
+    solver.apply_update()
+    np.testing.assert_allclose(data, -0.01, atol=1e-7)       # lr 0.01 at iteration 0
+    seen = []
+    solver.add_callback(lambda: seen.append("start"), lambda: seen.append("grads"))
+    solver.step(2)
+    assert seen == ["start", "grads"] * 2 and solver.iter == 2
+    solver.solve()
+    assert solver.iter == 20
+    solver.snapshot()
+    assert (tmp_path / "model_iter_20.caffemodel").is_file()
+    assert (tmp_path / "model_iter_20.solverstate").is_file()
+    other = caffe.Net(net_path, caffe.TEST)
+    solver.share_weights(other)
+    assert other.params["ip"][0].data is solver.net.params["ip"][0].data
+
+
+def test_module_level_names(capsys):
+    assert "Python" in caffe.layer_type_list() and "Convolution" in caffe.layer_type_list()
+    assert caffe.has_nccl() is False and isinstance(caffe.__version__, str)
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(3)
+    caffe.set_solver_count(2)
+    assert caffe.solver_count() == 2
+    caffe.set_solver_count(1)
+    caffe.set_solver_rank(0)
+    assert caffe.solver_rank() == 0
+    caffe.set_multiprocess(False)
+    caffe.set_device(0)
+    caffe.set_mode_gpu()
+    caffe.set_mode_gpu()
+    err = capsys.readouterr().err
+    assert err.count("running on the CPU") == 2           # each request said once
+    t = caffe.Timer()
+    t.start()
+    t.stop()
+    assert t.ms >= 0
+    from caffe.proto import caffe_pb2
+    assert caffe_pb2.NetParameter is caffe.Net.__init__.__globals__["pb"].NetParameter
+    with pytest.raises(RuntimeError, match="GPU"):
+        caffe.NCCL(None, None)
