@@ -51,8 +51,12 @@ def _mean_abs(a):
 
 
 def _shape_equals_legacy(shape, other):
-    """Caffe accepts old 4-D (num, channels, height, width) shapes for lower-rank blobs."""
+    """Caffe accepts old 4-D (num, channels, height, width) shapes for lower-rank blobs; a blob of
+    one value matches any all-ones shape (a 0-axis blob such as a shared PReLU slope may come
+    without a shape, read as (1,))."""
     if tuple(shape) == tuple(other):
+        return True
+    if all(d == 1 for d in shape) and all(d == 1 for d in other):
         return True
     if len(other) == 4 and len(shape) <= 4:
         padded = (1,) * (4 - len(shape)) + tuple(shape)

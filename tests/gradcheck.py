@@ -43,7 +43,7 @@ def check_gradient(text, bottoms, phase=pb.TRAIN, n_top=1, check_bottom=None, st
     layer, bottom, top = make_layer(text, bottoms, phase, n_top)
     check_bottom = range(len(bottom)) if check_bottom is None else check_bottom
     forward(layer, bottom, top)
-    weights = [np.ones(t.shape, np.float32) if loss else rs.randn(*t.shape).astype(np.float32)
+    weights = [np.ones(t.shape, np.float32) if loss else np.asarray(rs.randn(*t.shape), np.float32)
                for t in top]
     if loss:
         weights = weights[:1] + [np.zeros(t.shape, np.float32) for t in top[1:]]

@@ -172,8 +172,6 @@ def test_shared_prelu_loads_a_0_axis_blob_and_round_trips():
     assert float(net.params["pr"][0].data) == 0.5
 
 
-@pytest.mark.xfail(reason="needs minicaffe/net.py _shape_equals_legacy to match all-ones shapes "
-                          "(a shape-less Caffe blob reads as (1,))", strict=False)
 @pytest.mark.parametrize("shape", [(1,), None])
 def test_shared_prelu_loads_a_1_value_blob(shape):
     _load_shared_prelu(shape)
