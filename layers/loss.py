@@ -1,10 +1,14 @@
-"""The other loss layers: sigmoid cross-entropy, Euclidean, hinge, contrastive."""
+"""The other loss layers: sigmoid cross-entropy, Euclidean, hinge, contrastive, infogain,
+multinomial logistic."""
 import numpy as np
 
+from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
-from minicaffe.layer import register
+from minicaffe.layer import canonical_axis, prod, register
 
-from .softmax import LP, LossLayer, normalization_mode, normalizer
+from .softmax import LP, LossLayer, normalization_mode, normalizer, softmax
+
+LOG_THRESHOLD = np.float32(1e-20)     # Caffe's kLOG_THRESHOLD: log(p) never below log(1e-20)
 
 
 def _loss_weight(top):
@@ -134,3 +138,117 @@ class ContrastiveLoss(LossLayer):
                 dis = np.where(mdist > 0, -alpha * mdist / (dist + 1e-4), 0.0)
             coef = np.where(self.sim, alpha, dis)
             bottom[i].diff[...] = (coef[:, None] * self.diff).reshape(bottom[i].shape)
+
+
+def _class_labels(layer, labels, n_classes, ignore=None):
+    """Integer labels (0 where ignored) and which ones count; those that count must name a class
+    (Caffe only DCHECKs, then reads past the row)."""
+    lab = labels.astype(np.int64)
+    valid = np.ones(lab.shape, bool) if ignore is None else lab != ignore
+    bad = valid & ((lab < 0) | (lab >= n_classes))
+    if bad.any():
+        raise layer.error(f"label {lab[bad][0]} is outside [0, {n_classes})")
+    return np.where(valid, lab, 0), valid
+
+
+@register("InfogainLoss")
+class InfogainLoss(LossLayer):
+    """Caffe's current InfogainLoss: a softmax over `axis` of the scores, then
+    -sum_k H[label, k] log(p_k) per labelled position, normalized as loss_param says. H (K x K)
+    comes from infogain_loss_param.source (a binaryproto) or a third bottom; it takes no gradient.
+    A second top gives the softmax probabilities."""
+    max_top = 2
+
+    def allow_force_backward(self, i):
+        return i == 0
+
+    def setup(self, bottom, top):
+        if len(bottom) > 3:
+            raise self.error(f"takes 2 or 3 bottoms (scores, labels[, H]), got {len(bottom)}")
+        lp = self.param.loss_param
+        if lp.HasField("normalize"):
+            raise self.error("loss_param.normalize is deprecated here (as in Caffe); "
+                             "use loss_param.normalization")
+        self.ignore = lp.ignore_label if lp.HasField("ignore_label") else None
+        self.mode = normalization_mode(self.param)
+        self.h_file = None
+        if len(bottom) < 3:
+            ip = self.param.infogain_loss_param
+            if not ip.HasField("source"):
+                raise self.error("needs infogain_loss_param.source (a binaryproto holding H) "
+                                 "or H as a third bottom")
+            self.h_file = io.read_blobproto(ip.source)
+
+    def _h(self, bottom):
+        return (self.h_file if len(bottom) < 3 else bottom[2].data).reshape(self.k, self.k)
+
+    def reshape(self, bottom, top):
+        x = bottom[0]
+        self.axis = canonical_axis(self.param.infogain_loss_param.axis, x.data.ndim)
+        self.outer = prod(x.shape[:self.axis])
+        self.inner = prod(x.shape[self.axis + 1:])
+        self.k = x.shape[self.axis]
+        if self.outer * self.inner != bottom[1].count:
+            raise self.error(f"number of labels ({bottom[1].count}) must equal the number of "
+                             f"predictions ({self.outer * self.inner}); scores {x.shape}, "
+                             f"labels {bottom[1].shape}")
+        h_count = self.h_file.size if len(bottom) < 3 else bottom[2].count
+        if h_count != self.k * self.k:
+            raise self.error(f"H must be {self.k} x {self.k} (the classes along axis {self.axis}), "
+                             f"got {h_count} values")
+        top[0].reshape(())
+        if len(top) > 1:
+            top[1].reshape(x.shape)
+
+    def forward(self, bottom, top):
+        self.prob = softmax(bottom[0].data.reshape(self.outer, self.k, self.inner), 1)
+        lab = bottom[1].data.reshape(self.outer, self.inner)
+        self.lab, self.valid = _class_labels(self, lab, self.k, self.ignore)
+        rows = self._h(bottom)[self.lab]                       # (outer, inner, K): H[label]
+        logp = np.log(np.maximum(self.prob, LOG_THRESHOLD))
+        loss = -np.einsum("oik,oki->oi", rows, logp, dtype=np.float64)
+        self.norm = normalizer(self.mode, self.outer, self.inner, int(self.valid.sum()))
+        top[0].data[...] = loss[self.valid].sum() / self.norm
+        if len(top) > 1:
+            top[1].data[...] = self.prob.reshape(top[1].shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise self.error("cannot backpropagate to the label input")
+        if len(bottom) > 2 and propagate_down[2]:
+            raise self.error("cannot backpropagate to the infogain matrix input")
+        if not propagate_down[0]:
+            return
+        rows = self._h(bottom)[self.lab]
+        d = self.prob * rows.sum(axis=2)[:, None, :] - rows.transpose(0, 2, 1)
+        d *= self.valid[:, None, :] * (_loss_weight(top) / self.norm)
+        bottom[0].diff[...] = d.reshape(bottom[0].shape)
+
+
+@register("MultinomialLogisticLoss")
+class MultinomialLogisticLoss(LossLayer):
+    """-mean over the batch of log p[label], the bottom already being probabilities (N x dim);
+    p is held at 1e-20 or above."""
+    n_bottom = 2
+
+    def reshape(self, bottom, top):
+        if bottom[1].count != bottom[0].shape[0]:
+            raise self.error(f"needs one label per item: {bottom[0].shape[0]} items "
+                             f"({bottom[0].shape}), labels {bottom[1].shape}")
+        top[0].reshape(())
+
+    def forward(self, bottom, top):
+        n = bottom[0].shape[0]
+        p = bottom[0].data.reshape(n, -1)
+        self.lab, _ = _class_labels(self, bottom[1].data.ravel(), p.shape[1])
+        self.p = np.maximum(p[np.arange(n), self.lab], LOG_THRESHOLD)
+        top[0].data[...] = -np.log(self.p).sum(dtype=np.float64) / n
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise self.error("cannot backpropagate to the label input")
+        if propagate_down[0]:
+            n = bottom[0].shape[0]
+            d = bottom[0].diff.reshape(n, -1)
+            d[...] = 0
+            d[np.arange(n), self.lab] = -_loss_weight(top) / n / self.p

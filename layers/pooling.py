@@ -1,11 +1,13 @@
-"""Pooling: MAX, AVE, STOCHASTIC, with Caffe's rounded-up output size and padded AVE divisor."""
+"""Pooling: MAX, AVE, STOCHASTIC, with Caffe's rounded-up output size and padded AVE divisor; and
+spatial pyramid pooling (SPP) built from Pooling layers."""
 import math
 
 import numpy as np
 
 from minicaffe import kernels, rng
 from minicaffe import minicaffe_pb2 as pb
-from minicaffe.layer import Layer, register
+from minicaffe.blob import Blob
+from minicaffe.layer import Layer, prod, register
 
 PP = pb.PoolingParameter
 
@@ -82,32 +84,17 @@ class Pooling(Layer):
         else:
             self._stochastic_forward(x, top[0].data)
 
-    def _windows(self, x):
-        """(N, C, OH, OW, KH*KW) windows of a non-padded input (stochastic pooling only)."""
-        n, c, h, w = x.shape
-        xp = np.zeros((n, c, (self.oh - 1) * self.sh + self.kh, (self.ow - 1) * self.sw + self.kw),
-                      np.float32)
-        hh, ww = min(h, xp.shape[2]), min(w, xp.shape[3])
-        xp[:, :, :hh, :ww] = x[:, :, :hh, :ww]
-        s = xp.strides
-        win = np.lib.stride_tricks.as_strided(
-            xp, (n, c, self.oh, self.ow, self.kh, self.kw),
-            (s[0], s[1], s[2] * self.sh, s[3] * self.sw, s[2], s[3]))
-        return win.reshape(n, c, self.oh, self.ow, -1)
-
     def _stochastic_forward(self, x, out):
-        # Activations are assumed non-negative (after ReLU), as in Caffe.
-        win = self._windows(x)
-        total = win.sum(axis=-1)
+        """Caffe's GPU kernels (its CPU build has none): TRAIN samples a position per window with
+        probability proportional to the activation (meant for non-negative inputs, after ReLU);
+        TEST gives the activation-weighted average."""
         if self.phase == pb.TRAIN:
-            u = rng.get().random(total.shape).astype(np.float32) * total
-            cum = np.cumsum(win, axis=-1)
-            idx = np.minimum((cum < u[..., None]).sum(axis=-1), win.shape[-1] - 1)
-            self.sidx = idx
-            out[...] = np.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
+            if getattr(self, "sampled", None) is None or self.sampled.shape != out.shape:
+                self.sampled = np.empty(out.shape, np.int32)
+            u = 1 - rng.get().random(out.shape, dtype=np.float32)     # (0, 1], as curand's
+            kernels.sto_pool_train(x, self.kh, self.kw, self.sh, self.sw, u, out, self.sampled)
         else:
-            sq = (win * win).sum(axis=-1)
-            out[...] = np.where(total > 0, sq / np.where(total > 0, total, 1), 0)
+            kernels.sto_pool_test(x, self.kh, self.kw, self.sh, self.sw, out)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -117,12 +104,87 @@ class Pooling(Layer):
             kernels.max_pool_bwd(dy, self.argmax, dx)
         elif self.method == PP.AVE:
             kernels.ave_pool_bwd(dy, *self.geometry(), dx)
+        elif self.phase == pb.TRAIN:
+            kernels.max_pool_bwd(dy, self.sampled, dx)     # to the sampled position, as to a max
         else:
-            dx[...] = 0
-            n, c, h, w = dx.shape
-            ki, kj = np.divmod(self.sidx, self.kw)
-            iy = np.arange(self.oh)[None, None, :, None] * self.sh + ki
-            ix = np.arange(self.ow)[None, None, None, :] * self.sw + kj
-            nn = np.arange(n)[:, None, None, None]
-            cc = np.arange(c)[None, :, None, None]
-            np.add.at(dx, (nn, cc, np.minimum(iy, h - 1), np.minimum(ix, w - 1)), dy)
+            raise self.error("STOCHASTIC pooling has no backward in the TEST phase (nor in Caffe)")
+
+
+@register("SPP")
+class SPP(Layer):
+    """Spatial pyramid pooling: level l pools the image into 2^l x 2^l bins with one Pooling layer,
+    each flattened, all concatenated along axis 1 (with a single level, the pooled blob itself,
+    unflattened, as in Caffe). The levels are rebuilt when the image size changes."""
+    n_bottom = 1
+    n_top = 1
+
+    def setup(self, bottom, top):
+        if bottom[0].data.ndim != 4:
+            raise self.error(f"needs a 4-D bottom, got shape {bottom[0].shape}")
+        self.height = self.param.spp_param.pyramid_height
+        if self.height < 1:
+            raise self.error("spp_param.pyramid_height must be at least 1")
+        self.size = None
+
+    def _level(self, level, h, w):
+        """A Pooling layer whose 2^level windows per side cover the image (Caffe's geometry)."""
+        bins = 2 ** level
+        lp = pb.LayerParameter(name=f"{self.name} level {level}", type="Pooling")
+        pp = lp.pooling_param
+        pp.pool = self.param.spp_param.pool        # SPP's and Pooling's enums agree
+        for axis, size in (("h", h), ("w", w)):
+            kernel = -(-size // bins)
+            pad = (kernel * bins - size + 1) // 2
+            if pad >= kernel or (pad and pp.pool == PP.STOCHASTIC):
+                raise self.error(
+                    f"pyramid level {level} ({bins} bins) over {axis} = {size} needs kernel {kernel} "
+                    f"and pad {pad}, which Caffe's pooling rejects (pad must be 0 for STOCHASTIC, "
+                    f"below the kernel otherwise); use a smaller pyramid_height or another input size")
+            setattr(pp, f"kernel_{axis}", kernel)
+            setattr(pp, f"stride_{axis}", kernel)
+            setattr(pp, f"pad_{axis}", pad)
+        return Pooling(lp, self.phase)
+
+    def reshape(self, bottom, top):
+        if bottom[0].data.ndim != 4:
+            raise self.error(f"needs a 4-D bottom, got shape {bottom[0].shape}")
+        n, c, h, w = bottom[0].shape
+        if self.size != (h, w):
+            self.size = (h, w)
+            self.levels = [(self._level(i, h, w), Blob()) for i in range(self.height)]
+            for pool, out in self.levels:
+                pool.set_up(bottom, [out])
+        for pool, out in self.levels:
+            pool.reshape(bottom, [out])
+        if self.height == 1:
+            top[0].reshape(self.levels[0][1].shape)
+        else:
+            top[0].reshape(n, sum(prod(out.shape[1:]) for _, out in self.levels))
+
+    def forward(self, bottom, top):
+        n = bottom[0].shape[0]
+        y = top[0].data.reshape(n, -1)
+        at = 0
+        for pool, out in self.levels:
+            pool.forward(bottom, [out])
+            k = prod(out.shape[1:])
+            y[:, at:at + k] = out.data.reshape(n, k)
+            at += k
+
+    def backward(self, top, propagate_down, bottom):
+        """Each level's Pooling writes its gradient into the bottom diff; their sum is kept aside."""
+        if not propagate_down[0]:
+            return
+        n = bottom[0].shape[0]
+        dy = top[0].diff.reshape(n, -1)
+        total, at = None, 0
+        for pool, out in self.levels:
+            k = prod(out.shape[1:])
+            out.diff[...] = dy[:, at:at + k].reshape(out.shape)
+            at += k
+            pool.backward([out], [True], bottom)
+            if total is None:
+                total = bottom[0].diff.copy()
+            else:
+                total += bottom[0].diff
+        bottom[0].diff[...] = total

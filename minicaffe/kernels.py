@@ -207,6 +207,93 @@ def _ave_pool_bwd(lo, hi, dy, kh, kw, ph, pw, sh, sw, dx):
                         xf[xb + U(i * w + j)] += g
 
 
+# Stochastic pooling (Zeiler & Fergus), as Caffe's GPU kernels: windows clipped to the image (no
+# padding), sums accumulated in float32 in row-major window order, so the sampled position and
+# the test-phase value match Caffe's for the same uniform draws.
+FLT_MIN = np.float32(np.finfo(np.float32).tiny)
+
+
+@jit
+def _sto_pool_train(lo, hi, x, kh, kw, sh, sw, u, out, idx):
+    """Each window picks its first position whose running sum reaches u * (window sum), u in
+    (0, 1]: a sample with probability proportional to the (non-negative) activation; the last
+    position if none does (negative inputs). idx is the position in the input plane, as max
+    pooling's argmax (so max_pool_bwd routes the gradient), -1 for a window outside the image.
+    Through a zero-padded plane with no branch in the window loops (measured 2x faster than
+    stopping at the pick, whose random place defeats branch prediction). A padded zero is never
+    the first to reach the threshold: the sum before it would have reached it already."""
+    n_img, ch, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    wp = max((ow - 1) * sw + kw, w)
+    pad = np.zeros(max((oh - 1) * sh + kh, h) * wp, np.float32)
+    kk = kh * kw
+    off = np.empty(kk, np.uint64)     # window element -> offset in the padded plane
+    rel = np.empty(kk, np.int64)      # window element -> offset in the input plane
+    for i in range(kh):
+        for j in range(kw):
+            off[i * kw + j] = U(i * wp + j)
+            rel[i * kw + j] = i * w + j
+    xf, uf, of, idf = x.reshape(-1), u.reshape(-1), out.reshape(-1), idx.reshape(-1)
+    for nc in range(lo, hi):
+        xb, o = U(nc * h * w), U(nc * oh * ow)
+        for i in range(h):
+            pb, sb = U(i * wp), xb + U(i * w)
+            for j in range(w):
+                pad[pb + U(j)] = xf[sb + U(j)]
+        for y in range(oh):
+            for xo in range(ow):
+                if y * sh >= h or xo * sw >= w:
+                    idf[o] = -1
+                    of[o] = 0.0
+                    o += U(1)
+                    continue
+                base = U(y * sh * wp + xo * sw)
+                total = np.float32(0.0)
+                for r in range(kk):
+                    total += pad[base + off[r]]
+                thres = uf[o] * total
+                cum = np.float32(0.0)
+                hit = False
+                q = 0                 # positions before the first running sum >= thres
+                for r in range(kk):
+                    cum += pad[base + off[r]]
+                    hit |= cum >= thres
+                    q += 1 - hit
+                if q < kk:
+                    p = y * sh * w + xo * sw + rel[q]
+                else:
+                    p = (min(y * sh + kh, h) - 1) * w + min(xo * sw + kw, w) - 1
+                idf[o] = p
+                of[o] = xf[xb + U(p)]
+                o += U(1)
+
+
+@jit
+def _sto_pool_test(lo, hi, x, kh, kw, sh, sw, out):
+    """The activation-weighted average sum(x^2) / sum(x); the sum starts at FLT_MIN, as Caffe's,
+    so an all-zero window gives 0."""
+    n_img, ch, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    xf, of = x.reshape(-1), out.reshape(-1)
+    for nc in range(lo, hi):
+        xb, o = U(nc * h * w), U(nc * oh * ow)
+        for y in range(oh):
+            hs = y * sh
+            he = min(hs + kh, h)
+            for xo in range(ow):
+                ws = xo * sw
+                we = min(ws + kw, w)
+                s = FLT_MIN
+                sq = np.float32(0.0)
+                for i in range(hs, he):
+                    for j in range(ws, we):
+                        v = xf[xb + U(i * w + j)]
+                        s += v
+                        sq += v * v
+                of[o] = sq / s
+                o += U(1)
+
+
 @jit
 def _lrn_across_fwd(lo, hi, x, size, alpha, beta, k, scale, y):
     n_img, ch, h, w = x.shape
@@ -327,6 +414,14 @@ def ave_pool_fwd(x, kh, kw, ph, pw, sh, sw, out):
 
 def ave_pool_bwd(dy, kh, kw, ph, pw, sh, sw, dx):
     run(_ave_pool_bwd, dx.shape[0] * dx.shape[1], dx.size, dy, kh, kw, ph, pw, sh, sw, dx)
+
+
+def sto_pool_train(x, kh, kw, sh, sw, u, out, idx):
+    run(_sto_pool_train, x.shape[0] * x.shape[1], x.size, x, kh, kw, sh, sw, u, out, idx)
+
+
+def sto_pool_test(x, kh, kw, sh, sw, out):
+    run(_sto_pool_test, x.shape[0] * x.shape[1], x.size, x, kh, kw, sh, sw, out)
 
 
 def lrn_across_fwd(x, size, alpha, beta, k, scale, y):

@@ -117,3 +117,117 @@ def test_argmax():
     layer, bottom, top = make_layer('type: "ArgMax" argmax_param { axis: 1 }', [x])
     forward(layer, bottom, top)
     np.testing.assert_array_equal(top[0].data, [[1], [0]])
+
+
+def softmax_ref(x, axis=1):
+    e = np.exp(x - x.max(axis, keepdims=True))
+    return e / e.sum(axis, keepdims=True)
+
+
+def infogain_ref(x, y, h, ignore=None, norm="valid"):
+    """Loops over the (N, C) rows: -sum_k H[y, k] log softmax(x)_k over the counted rows."""
+    p = softmax_ref(x.astype(np.float64))
+    total, count = 0.0, 0
+    for i in range(len(y)):
+        if ignore is not None and y[i] == ignore:
+            continue
+        total -= sum(h[int(y[i]), k] * np.log(p[i, k]) for k in range(x.shape[1]))
+        count += 1
+    return total / max(1, {"valid": count, "full": len(y), "batch": len(y), "none": 1}[norm])
+
+
+def h_matrix(c, seed=7):
+    return np.random.RandomState(seed).rand(c, c).astype(np.float32) + np.eye(c, dtype=np.float32)
+
+
+def test_infogain_h_from_file(tmp_path):
+    from minicaffe import io
+    x, y = scores_labels(6, 4, seed=8)
+    h = h_matrix(4)
+    io.write_blobproto(str(tmp_path / "h.binaryproto"), h.reshape(1, 1, 4, 4))
+    text = f'type: "InfogainLoss" infogain_loss_param {{ source: "{tmp_path / "h.binaryproto"}" }}'
+    layer, bottom, top = make_layer(text, [x, y], n_top=2)
+    forward(layer, bottom, top)
+    assert np.isclose(top[0].data, infogain_ref(x, y, h), rtol=1e-5)
+    np.testing.assert_allclose(top[1].data, softmax_ref(x), rtol=1e-5)
+    check_gradient(text, [x, y], check_bottom=[0], loss=True, step=1e-3)
+
+
+@pytest.mark.parametrize("extra,ignore,norm", [
+    ("", None, "valid"), ("loss_param { ignore_label: 1 }", 1, "valid"),
+    ("loss_param { ignore_label: 1 normalization: FULL }", 1, "full"),
+    ("loss_param { normalization: BATCH_SIZE }", None, "batch"),
+    ("loss_param { normalization: NONE }", None, "none")])
+def test_infogain_h_from_bottom(extra, ignore, norm):
+    x, y = scores_labels(6, 3, seed=9)
+    y[:2] = 1
+    h = h_matrix(3, seed=10)
+    text = f'type: "InfogainLoss" {extra}'
+    layer, bottom, top = make_layer(text, [x, y, h])
+    forward(layer, bottom, top)
+    assert np.isclose(top[0].data, infogain_ref(x, y, h, ignore, norm), rtol=1e-5)
+    assert not layer.allow_force_backward(2)
+    check_gradient(text, [x, y, h], check_bottom=[0], loss=True, step=1e-3)
+    if ignore is not None:
+        assert not bottom[0].diff[y == ignore].any()
+
+
+def test_infogain_identity_is_softmax_with_loss():
+    rs = np.random.RandomState(11)
+    x = rs.randn(2, 4, 3, 2).astype(np.float32)
+    y = rs.randint(0, 4, (2, 1, 3, 2)).astype(np.float32)
+    results = []
+    for text, bottoms in (('type: "InfogainLoss"', [x, y, np.eye(4, dtype=np.float32)]),
+                          ('type: "SoftmaxWithLoss"', [x, y])):
+        layer, bottom, top = make_layer(text, bottoms)
+        forward(layer, bottom, top)
+        top[0].diff[...] = 2.0
+        layer.backward(top, [True, False, False][:len(bottoms)], bottom)
+        results.append((float(top[0].data), bottom[0].diff.copy()))
+    assert np.isclose(results[0][0], results[1][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5, atol=1e-7)
+
+
+def test_infogain_axis():
+    rs = np.random.RandomState(12)
+    x = rs.randn(2, 3, 4).astype(np.float32)           # classes on the last axis
+    y = rs.randint(0, 4, (2, 3)).astype(np.float32)
+    h = h_matrix(4, seed=13)
+    text = 'type: "InfogainLoss" infogain_loss_param { axis: -1 }'
+    layer, bottom, top = make_layer(text, [x, y, h])
+    forward(layer, bottom, top)
+    assert np.isclose(top[0].data, infogain_ref(x.reshape(6, 4), y.ravel(), h), rtol=1e-5)
+    check_gradient(text, [x, y, h], check_bottom=[0], loss=True, step=1e-3)
+
+
+def test_infogain_errors():
+    from minicaffe.errors import CaffeError
+    x, y = scores_labels(4, 3)
+    with pytest.raises(CaffeError, match="source"):
+        make_layer('type: "InfogainLoss"', [x, y])
+    with pytest.raises(CaffeError, match="H must be 3 x 3"):
+        make_layer('type: "InfogainLoss"', [x, y, np.eye(4, dtype=np.float32)])
+    with pytest.raises(CaffeError, match="normalization"):
+        make_layer('type: "InfogainLoss" loss_param { normalize: true }', [x, y, np.eye(3, dtype=np.float32)])
+    layer, bottom, top = make_layer('type: "MultinomialLogisticLoss"', [x, y + 3])
+    with pytest.raises(CaffeError, match="outside"):
+        forward(layer, bottom, top)
+
+
+def test_multinomial_logistic_loss():
+    rs = np.random.RandomState(14)
+    p = softmax_ref(rs.randn(5, 4)).astype(np.float32)
+    y = rs.randint(0, 4, 5).astype(np.float32)
+    p[0, int(y[0])] = 0                                  # held at 1e-20
+    layer, bottom, top = make_layer('type: "MultinomialLogisticLoss"', [p, y])
+    forward(layer, bottom, top)
+    picked = [max(p[i, int(y[i])], 1e-20) for i in range(5)]
+    assert np.isclose(top[0].data, -np.log(picked).sum() / 5, rtol=1e-5)
+    top[0].diff[...] = 3.0
+    layer.backward(top, [True, False], bottom)
+    want = np.zeros_like(p)
+    for i in range(5):
+        want[i, int(y[i])] = -3.0 / 5 / picked[i]
+    np.testing.assert_allclose(bottom[0].diff, want, rtol=1e-5)
+    p[0, int(y[0])] = 0.3
+    check_gradient('type: "MultinomialLogisticLoss"', [p, y], check_bottom=[0], loss=True, step=1e-3)

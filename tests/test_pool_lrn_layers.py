@@ -120,3 +120,133 @@ def _pool_in_child(x):
     out, am = np.empty((4, 8, 32, 32), np.float32), np.empty((4, 8, 32, 32), np.int32)
     kernels.max_pool_fwd(x, 2, 2, 0, 0, 2, 2, out, am)
     return out
+
+
+def spp_ref(x, height, method):
+    """Loops over each level's bins, from the SPP paper's geometry as Caffe sets it."""
+    n, c, h, w = x.shape
+    flat = []
+    for level in range(height):
+        bins = 2 ** level
+        geo = []
+        for size in (h, w):
+            k = int(np.ceil(size / bins))
+            geo.append((k, (k * bins - size + 1) // 2, size))
+        out = np.zeros((n, c, bins, bins))
+        for i in range(bins):
+            for j in range(bins):
+                lo = [b * k - p for b, (k, p, _) in zip((i, j), geo)]
+                hi = [min(s0 + k, size + p) for s0, (k, p, size) in zip(lo, geo)]
+                win = x[:, :, max(lo[0], 0):min(hi[0], h), max(lo[1], 0):min(hi[1], w)]
+                if method == "MAX":
+                    out[:, :, i, j] = win.max(axis=(2, 3))
+                else:
+                    out[:, :, i, j] = win.sum(axis=(2, 3)) / ((hi[0] - lo[0]) * (hi[1] - lo[1]))
+        flat.append(out)
+    return flat[0] if height == 1 else np.concatenate([f.reshape(n, -1) for f in flat], axis=1)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("height,hw", [(1, (5, 7)), (2, (7, 9)), (3, (7, 9)), (3, (8, 8)), (4, (16, 15))])
+def test_spp(method, height, hw):
+    x = distinct((2, 3) + hw)
+    text = f'type: "SPP" spp_param {{ pyramid_height: {height} pool: {method} }}'
+    layer, bottom, top = make_layer(text, [x])
+    forward(layer, bottom, top)
+    want = spp_ref(x.astype(np.float64), height, method)
+    assert top[0].shape == want.shape
+    np.testing.assert_allclose(top[0].data, want, rtol=1e-5)
+    check_gradient(text, [x], samples=30)
+
+
+def test_spp_follows_the_input_size():
+    text = 'type: "SPP" spp_param { pyramid_height: 3 pool: MAX }'
+    layer, bottom, top = make_layer(text, [distinct((1, 2, 8, 8))])
+    x = distinct((2, 2, 7, 10), seed=1)
+    bottom[0].reshape(x.shape)
+    bottom[0].data[...] = x
+    forward(layer, bottom, top)
+    np.testing.assert_allclose(top[0].data, spp_ref(x.astype(np.float64), 3, "MAX"), rtol=1e-5)
+
+
+def test_spp_rejects_levels_caffe_cannot_pool():
+    from minicaffe.errors import CaffeError
+    with pytest.raises(CaffeError, match="pyramid level 2"):    # 4 bins over 5: kernel 2, pad 2
+        make_layer('type: "SPP" spp_param { pyramid_height: 3 }', [distinct((1, 1, 5, 8))])
+    with pytest.raises(CaffeError, match="STOCHASTIC"):        # 2 bins over 7: pad 1
+        make_layer('type: "SPP" spp_param { pyramid_height: 2 pool: STOCHASTIC }',
+                   [distinct((1, 1, 7, 8))])
+
+
+STO = 'type: "Pooling" pooling_param {{ pool: STOCHASTIC kernel_size: {k} stride: {s} }}'
+
+
+def sto_windows(h, w, k, s):
+    oh, ow = int(np.ceil((h - k) / s)) + 1, int(np.ceil((w - k) / s)) + 1
+    return [[(slice(i * s, min(i * s + k, h)), slice(j * s, min(j * s + k, w))) for j in range(ow)]
+            for i in range(oh)]
+
+
+def test_stochastic_pooling_test_phase():
+    x = np.random.RandomState(2).rand(2, 3, 6, 7).astype(np.float32)
+    x[0, 0, :3, :3] = 0                       # an all-zero window gives 0
+    layer, bottom, top = make_layer(STO.format(k=3, s=2), [x], phase=pb.TEST)
+    forward(layer, bottom, top)
+    wins = sto_windows(6, 7, 3, 2)
+    assert top[0].shape == (2, 3, len(wins), len(wins[0]))
+    for i, row in enumerate(wins):
+        for j, (ys, xs) in enumerate(row):
+            v = x[:, :, ys, xs].astype(np.float64)
+            s, q = v.sum(axis=(2, 3)), (v ** 2).sum(axis=(2, 3))
+            np.testing.assert_allclose(top[0].data[:, :, i, j], np.where(s > 0, q / np.maximum(s, 1e-30), 0),
+                                       rtol=1e-5)
+    assert top[0].data[0, 0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_stochastic_pooling_follows_caffes_rule(signed):
+    """Given the same uniform draws u in (0, 1], the first position of each window whose running
+    sum reaches u * sum (the last if none does, as negative inputs allow); backward sends each
+    output's gradient to that position."""
+    from minicaffe import rng
+    x = np.random.RandomState(3).rand(2, 3, 7, 6).astype(np.float32)
+    x[x < 0.3] = 0
+    if signed:
+        x -= 0.5
+    layer, bottom, top = make_layer(STO.format(k=3, s=2), [x])
+    rng.seed(11)
+    u = 1 - rng.get().random(top[0].shape, dtype=np.float32)
+    rng.seed(11)
+    forward(layer, bottom, top)
+    dy = np.random.RandomState(4).randn(*top[0].shape).astype(np.float32)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    want_dx = np.zeros_like(x)
+    for n in range(2):
+        for c in range(3):
+            for i, row in enumerate(sto_windows(7, 6, 3, 2)):
+                for j, (ys, xs) in enumerate(row):
+                    vals = x[n, c, ys, xs]
+                    cum = np.cumsum(vals.ravel(), dtype=np.float32)
+                    reach = cum >= u[n, c, i, j] * cum[-1]
+                    r = int(np.argmax(reach)) if reach.any() else reach.size - 1
+                    assert top[0].data[n, c, i, j] == vals.ravel()[r]
+                    ry, rx = divmod(r, vals.shape[1])
+                    want_dx[n, c, ys.start + ry, xs.start + rx] += dy[n, c, i, j]
+    np.testing.assert_allclose(bottom[0].diff, want_dx, rtol=1e-6, atol=1e-7)
+
+
+def test_stochastic_pooling_samples_in_proportion():
+    from minicaffe import rng
+    rng.seed(0)
+    planes = 20000
+    x = np.tile(np.array([[0, 1], [2, 5]], np.float32), (1, planes, 1, 1))
+    layer, bottom, top = make_layer(STO.format(k=2, s=2), [x])
+    forward(layer, bottom, top)
+    picked = top[0].data.ravel()
+    freq = np.array([(picked == v).mean() for v in (0, 1, 2, 5)])
+    assert freq[0] == 0                                      # a zero activation is never drawn
+    np.testing.assert_allclose(freq, [0, 1 / 8, 2 / 8, 5 / 8], atol=0.015)   # > 4 sigma
+    top[0].diff[...] = 1
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(bottom[0].diff.reshape(planes, 4).mean(0), freq, atol=1e-6)
