@@ -228,7 +228,8 @@ def test_type_names_map_to_their_param_fields():
     names = net_spec.param_name_dict()
     for type_name, field in [("InnerProduct", "inner_product"), ("TanH", "tanh"), ("HDF5Data", "hdf5_data"),
                              ("PReLU", "prelu"), ("LRN", "lrn"), ("ELU", "elu"), ("SPP", "spp"),
-                             ("Transformation", "transform"), ("Python", "python"), ("DummyData", "dummy_data")]:
+                             ("Transformation", "transform"), ("Python", "python"),
+                             ("DummyData", "dummy_data")]:
         assert names[type_name] == field
     x = L.Input(shape=dict(dim=[1, 3, 8, 8]))
     proto = to_proto(L.LRN(x, local_size=3, alpha=1e-4), L.PReLU(x, channel_shared=True),
