@@ -1,4 +1,6 @@
 """minicaffe draw: a net's graph as an image, as Caffe's python/draw_net.py draws it."""
+import os
+
 from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.errors import CaffeError
@@ -22,7 +24,7 @@ def run(a):
     phase = a.phase.upper()
     if phase not in PHASES:
         raise CaffeError(f"--phase must be TRAIN, TEST or ALL, got '{a.phase}'")
-    if "." not in a.output.rsplit("/", 1)[-1]:
+    if not os.path.splitext(a.output)[1]:
         raise CaffeError(f"{a.output}: give the output an extension (.png, .svg, .pdf) to pick its format")
     from caffe import draw  # pydot is imported only by the command that needs it
     net = io.read_net(a.net)
