@@ -11,7 +11,7 @@ from . import log
 from .errors import CaffeError
 
 COMMANDS = ["train", "test", "time", "convert_imageset", "convert_mnist_data", "convert_cifar_data",
-            "compute_image_mean", "prune", "inspect", "compress", "decompress"]
+            "compute_image_mean", "prune", "inspect", "compress", "decompress", "draw"]
 
 
 def _caffe_flags(argv):

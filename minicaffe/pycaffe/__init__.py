@@ -8,4 +8,5 @@ from ._caffe import (NCCL, Layer, Timer, __version__, get_solver, has_nccl, init
                      set_random_seed, set_solver_count, set_solver_rank, solver_count, solver_rank)
 from ._caffe import log_info as log  # noqa: F401
 from .proto.caffe_pb2 import TEST, TRAIN  # noqa: F401
+from .net_spec import NetSpec, layers, params, to_proto  # noqa: F401
 from . import io  # noqa: F401,E402
