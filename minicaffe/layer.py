@@ -1,6 +1,7 @@
 """The Layer base class and the registry of layer types by their Caffe type string."""
 import numpy as np
 
+from . import log
 from .blob import Blob
 from .errors import CaffeError
 
@@ -22,6 +23,7 @@ def create_layer(param, phase):
         raise CaffeError(
             f"layer '{param.name}': unknown or unsupported layer type '{param.type}'; "
             f"known types: {', '.join(sorted(REGISTRY))}")
+    log.info(f"Creating layer {param.name}")
     return cls(param, phase)
 
 
