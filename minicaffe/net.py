@@ -108,7 +108,7 @@ class Net:
         self.layers, self._layer_names = [], []
         self.bottom_vecs, self.top_vecs, self.bottom_name_vecs, self.top_name_vecs = [], [], [], []
         self.loss_tops = []        # (blob, weight)
-        self.blob_loss_weights = OrderedDict()
+        self.loss_weight_of = {}     # blob name -> its nonzero loss weight
         owners = {}                # shared param name -> (layer, index, blob)
         self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
         self.param_display_names = []   # per learnable param: its name, or its index in its layer
@@ -157,8 +157,8 @@ class Net:
             self._set_loss_weights(layer, lp, tops)
             for t, blob in zip(lp.top, tops):
                 log.info(f"Top shape: {shape_string(blob.shape)}")
-                if self.blob_loss_weights.get(t):
-                    log.info(f"    with loss weight {self.blob_loss_weights[t]:g}")
+                if t in self.loss_weight_of:
+                    log.info(f"    with loss weight {self.loss_weight_of[t]:g}")
                 memory += blob.count
 
             # parameters: sharing by name, lr/decay multipliers
@@ -262,9 +262,10 @@ class Net:
                              f"({len(tops)}), got {len(weights)}")
         layer.loss_weights = weights
         for name, t, w in zip(lp.top, tops, weights):
-            if w:
+            if w:       # backward starts from here: the diff holds the weight, as Caffe sets it once
+                t.diff[...] = w
                 self.loss_tops.append((t, w))
-                self.blob_loss_weights[name] = w
+                self.loss_weight_of[name] = w
 
     # ------------------------------------------------------------ pycaffe's views
     @property
@@ -274,6 +275,10 @@ class Net:
     @property
     def layer_names(self):
         return self._layer_names
+
+    @property
+    def blob_loss_weights(self):
+        return OrderedDict((n, self.loss_weight_of.get(n, 0.0)) for n in self.blobs)
 
     @property
     def _blob_names(self):
@@ -320,16 +325,8 @@ class Net:
                 self._forward_debug(i)
         return loss
 
-    def seed_loss_diffs(self):
-        """A loss top's diff holds its loss weight, where backward starts (Caffe sets it once at
-        setup; a layer reading it back may not find it again if something wrote over it)."""
-        for t, w in self.loss_tops:
-            t.diff[...] = w
-
-    def backward_from_to(self, start=None, end=0, seed_loss=True):
+    def backward_from_to(self, start=None, end=0):
         start = len(self.layers) - 1 if start is None else start
-        if seed_loss:
-            self.seed_loss_diffs()
         for i in range(start, end - 1, -1):
             if not self.layer_need_backward[i]:
                 continue
@@ -389,7 +386,7 @@ class Net:
 
     def output_line(self, name, x):
         """`name = x`, with the loss it contributes when the blob has a loss weight, as Caffe logs it."""
-        w = self.blob_loss_weights.get(name, 0)
+        w = self.loss_weight_of.get(name, 0)
         return f"{name} = {x:.6g}" + (f" (* {w:g} = {w * x:.6g} loss)" if w else "")
 
     def clear_param_diffs(self):
@@ -418,13 +415,12 @@ class Net:
         return {n: self.blobs[n].data for n in set(outs) | set(blobs or [])}
 
     def backward(self, diffs=None, start=None, end=None, **top_diffs):
-        """pycaffe's: top diffs by name (a loss top's diff is its loss weight unless given), the
-        inputs' (or `end`'s bottoms') diffs plus `diffs` as a dict of arrays."""
-        self.seed_loss_diffs()
+        """pycaffe's: top diffs by name (a loss top's diff holds its loss weight unless changed),
+        the inputs' (or `end`'s bottoms') diffs plus `diffs` as a dict of arrays."""
         self._set_blobs(top_diffs, "diff")
         s = self._index(start, len(self.layers) - 1)
         e = self._index(end, 0)
-        self.backward_from_to(s, e, seed_loss=False)
+        self.backward_from_to(s, e)
         names = self.bottom_name_vecs[e] if end is not None else self.inputs
         return {n: self.blobs[n].diff for n in set(names) | set(diffs or [])}
 
