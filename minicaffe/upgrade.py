@@ -76,10 +76,10 @@ def upgrade_net(net, path="<net>"):
         if len(net.layer):
             raise CaffeError(f"{path}: uses both 'layer' and legacy 'layers'; use only 'layer'")
         for v1 in net.layers:
-            _v1_to_layer(v1, net.layer.add(), path)
+            lp = net.layer.add()
+            _v1_to_layer(v1, lp, path)
+            _move_data_transform(lp)     # as Caffe: only legacy layers; new ones ignore those fields
         net.ClearField("layers")
-    for lp in net.layer:
-        _move_data_transform(lp)
     if len(net.input):
         _upgrade_inputs(net, path)
     return net

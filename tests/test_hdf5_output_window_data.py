@@ -143,16 +143,6 @@ def test_resize_is_identity_and_exact_halving():
     assert np.abs(big.astype(float) - bilinear_reference(img.astype(float), 11, 17)).max() <= 1
 
 
-def test_resize_matches_opencv():
-    cv2 = pytest.importorskip("cv2")
-    rs = np.random.RandomState(5)
-    for _ in range(200):
-        h, w, oh, ow = rs.randint(1, 40, 4)
-        img = rs.randint(0, 256, (h, w, 3)).astype(np.uint8)
-        np.testing.assert_array_equal(resize_linear(img, oh, ow),
-                                      cv2.resize(img, (int(ow), int(oh)), interpolation=cv2.INTER_LINEAR))
-
-
 def test_context_padding_geometry_by_hand():
     # box 6x6 at the corner, crop 8, pad 1: context scale 8/6 makes it 9x9 from -1 to 7, of which
     # 8x8 lie in the image; warped by 8/9 to 7x7 after a padding of round(8/9) = 1

@@ -10,3 +10,5 @@ from ._caffe import log_info as log  # noqa: F401
 from .proto.caffe_pb2 import TEST, TRAIN  # noqa: F401
 from .net_spec import NetSpec, layers, params, to_proto  # noqa: F401
 from . import io  # noqa: F401,E402
+from .classifier import Classifier  # noqa: F401,E402
+from .detector import Detector  # noqa: F401,E402
