@@ -144,12 +144,12 @@ class Convolution(ConvBase):
 
     def forward(self, bottom, top):
         m = self.num_output
-        w2 = self.blobs[0].peek.reshape(m, -1)
         csr = None
         if self.phase == pb.TEST and self.group == 1:
             if not hasattr(self, "sparse"):
                 self.sparse = SparseChooser()
             csr = self.sparse.csr_of(self.blobs[0], m)
+        w2 = self.blobs[0].peek.reshape(m, -1)
         self.path = "dense"
         for i, (b, t) in enumerate(zip(bottom, top)):
             if csr is None:

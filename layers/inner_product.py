@@ -38,14 +38,14 @@ class InnerProduct(Layer):
         """Where Cmp layers mask (and share) the weight gradient."""
 
     def forward(self, bottom, top):
-        x = bottom[0].data.reshape(-1, self.k)
-        w = self.blobs[0].peek
-        y = top[0].data.reshape(-1, self.num_output)
         csr = None
         if self.phase == pb.TEST and not self.transpose:
             if not hasattr(self, "sparse"):
                 self.sparse = SparseChooser()
             csr = self.sparse.csr_of(self.blobs[0], self.num_output)
+        x = bottom[0].data.reshape(-1, self.k)
+        w = self.blobs[0].peek
+        y = top[0].data.reshape(-1, self.num_output)
         if csr is not None:
             # y^T = W x^T: the weight on the left, so a CSR weight can stand in for it
             xt = np.ascontiguousarray(x.T)

@@ -81,5 +81,4 @@ class Parameter(Layer):
 
     def _share(self, top):
         p = self.blobs[0]
-        top[0].data = p.data
-        top[0].diff = p.diff
+        top[0].share(p.data, p.diff)

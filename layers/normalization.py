@@ -186,7 +186,7 @@ class MVN(Layer):
                              f"got shape {shape}")
         shape = shape + (1,) * (4 - len(shape))
         if top[0] is bottom[0]:      # in place: keep the values, as Caffe's Reshape does
-            top[0].data, top[0].diff = top[0].data.reshape(shape), top[0].diff.reshape(shape)
+            top[0].share(top[0].data.reshape(shape), top[0].diff.reshape(shape))
         else:
             top[0].reshape(shape)
         self.groups = shape[0] if self.param.mvn_param.across_channels else shape[0] * shape[1]

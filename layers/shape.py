@@ -12,9 +12,8 @@ class Split(Layer):
 
     def reshape(self, bottom, top):
         for t in top:
-            if t.diff.shape != bottom[0].shape:
-                t.diff = np.zeros(bottom[0].shape, np.float32)
-            t.data = bottom[0].data
+            diff = t.diff if t.diff.shape == bottom[0].shape else np.zeros(bottom[0].shape, np.float32)
+            t.share(bottom[0].data, diff)
 
     def forward(self, bottom, top):
         pass
@@ -36,8 +35,7 @@ class View(Layer):
         shape = self.out_shape(bottom[0].shape)
         if prod(shape) != bottom[0].count:
             raise self.error(f"cannot reshape {bottom[0].shape} ({bottom[0].count} values) to {shape}")
-        top[0].data = bottom[0].data.reshape(shape)
-        top[0].diff = bottom[0].diff.reshape(shape)
+        top[0].share(bottom[0].data.reshape(shape), bottom[0].diff.reshape(shape))
 
     def forward(self, bottom, top):
         pass

@@ -1,48 +1,73 @@
 """Blob: the N-D float32 array pair (data, diff) that layers read and write, as in Caffe."""
+import sys
+
 import numpy as np
+
+from .errors import CaffeError
+
+# Only CPython's reference counts tell whether anyone else holds an array (see Blob.held_elsewhere)
+_COUNTS_REFS = sys.implementation.name == "cpython"
 
 
 class Blob:
     """`version` counts the times `data` was handed out or replaced: whoever keeps something derived
     from the values (a layer's CSR copy of its weights) can tell they may have changed without
-    comparing them. `freeze()` makes the array read-only until the next `data`, so a reference
-    taken earlier cannot change it behind that count either."""
-    __slots__ = ("_data", "diff", "mask", "version", "frozen")
+    comparing them, as long as nobody else holds the array (`held_elsewhere`): a reference taken
+    earlier, as pycaffe scripts keep `W = net.params[name][0].data`, can change it at any time."""
+    __slots__ = ("_data", "_diff", "mask", "version")
 
     def __init__(self, shape=()):
         self._data = np.zeros(shape, np.float32)
-        self.diff = np.zeros(shape, np.float32)
+        self._diff = np.zeros(shape, np.float32)
         self.mask = None   # pruning: 0/1 array beside the weights; None means dense
         self.version = 0
-        self.frozen = False
-
-    def _thaw(self):
-        if self.frozen:
-            self._data.flags.writeable = True
-            self.frozen = False
-        self.version += 1
 
     @property
     def data(self):
-        self._thaw()
+        self.version += 1
         return self._data
 
     @data.setter
     def data(self, array):
-        self._thaw()
-        self._data = array
+        self._assign("data", array)
+
+    @property
+    def diff(self):
+        return self._diff
+
+    @diff.setter
+    def diff(self, array):
+        self._assign("diff", array)
+
+    def _assign(self, field, array):
+        """`blob.data = x` copies x in (pycaffe's blobs take no assignment; `blob.data[...] = x` is
+        its idiom): the shape must be the blob's, or the error says so here, not inside a layer."""
+        array = np.asarray(array)
+        if array.shape != self._data.shape:
+            raise CaffeError(f"cannot assign an array of shape {array.shape} to the {field} of a blob "
+                             f"of shape {self._data.shape}; call blob.reshape{array.shape} first")
+        self.version += field == "data"
+        getattr(self, "_" + field)[...] = array
+
+    def share(self, data, diff=None):
+        """Caffe's ShareData/ShareDiff: this blob becomes a view of other arrays (Split, Reshape,
+        Flatten, shared parameters)."""
+        self.version += 1
+        self._data = data
+        if diff is not None:
+            self._diff = diff
 
     @property
     def peek(self):
         """The values, for reading: not counted as a change."""
         return self._data
 
-    def freeze(self):
-        """Read-only until the next `data`; only an array that owns its memory can be guarded so
-        (a view of another blob's array, as PERMISSIVE sharing makes, changes with that blob)."""
-        if not self.frozen and self._data.flags.owndata:
-            self._data.flags.writeable = False
-            self.frozen = True
+    def held_elsewhere(self):
+        """Whether anything besides this blob holds the data array (or it is a view of another
+        array): then its values may change without `version` moving."""
+        if not _COUNTS_REFS or self._data.base is not None:
+            return True
+        return sys.getrefcount(self._data) > 2      # our slot and getrefcount's own argument
 
     @property
     def shape(self):
@@ -74,8 +99,7 @@ class Blob:
             shape = shape[0]
         shape = tuple(int(s) for s in shape)
         if shape != self._data.shape:
-            self.data = np.zeros(shape, np.float32)
-            self.diff = np.zeros(shape, np.float32)
+            self.share(np.zeros(shape, np.float32), np.zeros(shape, np.float32))
 
     def __repr__(self):
         return f"Blob{self._data.shape}"

@@ -180,8 +180,7 @@ class Net:
                                          f"'{olayer}', but shapes differ: {blob.shape} vs {oblob.shape}")
                     log.info(f"Sharing parameters '{spec.name}' owned by layer '{olayer}', param index {oi}")
                     if blob.shape != oblob.shape:
-                        blob.data = oblob.data.reshape(blob.shape)
-                        blob.diff = oblob.diff.reshape(blob.shape)
+                        blob.share(oblob.data.reshape(blob.shape), oblob.diff.reshape(blob.shape))
                     else:
                         layer.blobs[i] = oblob
                     continue

@@ -242,9 +242,11 @@ class SlicedCSR:
 class SparseChooser:
     """Per layer: the CSR of its current weights, and which product each input shape runs fastest.
 
-    The weights are compared with the CSR's copy only when their blob says they may have changed
-    (Blob.version); while a CSR depends on them they are frozen, so no earlier reference can
-    change them unseen."""
+    The CSR is trusted without a look at the weights only while their blob says they have not
+    changed (Blob.version) and nobody else holds the array; otherwise (a pycaffe script keeps
+    `W = net.params[name][0].data` and writes to it between forwards) the weights are compared
+    with the CSR's copy, and a changed weight rebuilds it. Call it before taking references of
+    your own to the weights, which would count as somebody else's."""
 
     def __init__(self):
         self.seen = None      # (blob, version) that the CSR (or its absence) was made for
@@ -252,14 +254,12 @@ class SparseChooser:
         self.choice = {}
 
     def csr_of(self, blob, rows):
-        if self.seen == (blob, blob.version) and (self.csr is None or blob.frozen):
+        if self.seen == (blob, blob.version) and (self.csr is None or not blob.held_elsewhere()):
             return self.csr   # unchanged; or dense, where a stale answer is still a right one
         w2 = blob.peek.reshape(rows, -1)
         if self.csr is None or self.csr.source.shape != w2.shape or not np.array_equal(self.csr.source, w2):
             self.csr = SlicedCSR(w2) if (w2 == 0).mean() >= MIN_SPARSITY else None
             self.choice = {}
-        if self.csr is not None:
-            blob.freeze()
         self.seen = (blob, blob.version)
         return self.csr
 

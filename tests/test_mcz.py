@@ -184,27 +184,56 @@ def test_sparse_product(m, k, p):
 
 
 def test_sparse_inference_sees_weight_changes():
-    """The CSR is rebuilt when the weights may have changed, and a reference taken before it was
-    built cannot change them unseen."""
+    """The CSR follows the weights: after a fetch of `data`, and through a reference taken before it
+    was built (pycaffe's `W = net.params[name][0].data; net.forward(); W[0, :] = 0.5` idiom)."""
     from gradcheck import forward, make_layer
     from minicaffe import minicaffe_pb2 as pb
-    text = ('type: "CmpInnerProduct" inner_product_param { num_output: 30 sparse_ratio: 0.9 '
+    text = ('type: "InnerProduct" inner_product_param { num_output: 30 '
             'weight_filler { type: "gaussian" } bias_term: false }')
     x = np.random.RandomState(0).randn(4, 40).astype(np.float32)
     layer, bottom, top = make_layer(text, [x], phase=pb.TEST)
-    held = layer.blobs[0].data
-    forward(layer, bottom, top)
-    assert layer.path in ("dense", "sparse", "sparse-1t")
-    layer.sparse.choice = {k: "sparse" for k in layer.sparse.choice}
-    with pytest.raises(ValueError):
-        held[0, 0] = 1.0                      # frozen while the CSR depends on it
-    w = layer.blobs[0].data                   # a fresh reference thaws it
-    w[w != 0] *= 2
-    forward(layer, bottom, top)
-    layer.sparse.choice = {k: "sparse" for k in layer.sparse.choice}
-    forward(layer, bottom, top)
-    assert layer.path == "sparse"
-    np.testing.assert_allclose(top[0].data, x @ w.T, rtol=1e-5, atol=1e-5)
+    blob = layer.blobs[0]
+    w = blob.data
+    w[np.random.RandomState(1).rand(*w.shape) < 0.9] = 0
+    del w
+    assert not blob.held_elsewhere()
+
+    def sparse_forward():
+        forward(layer, bottom, top)
+        layer.sparse.choice = {k: "sparse" for k in layer.sparse.choice}
+        forward(layer, bottom, top)
+        assert layer.path == "sparse"
+        return top[0].data
+
+    np.testing.assert_allclose(sparse_forward(), x @ blob.peek.T, rtol=1e-5, atol=1e-5)
+    held = blob.data                           # kept across forwards, as pycaffe scripts do
+    assert blob.held_elsewhere()
+    sparse_forward()
+    held[0, :] = 0.5                           # written after the CSR was built: still seen
+    np.testing.assert_allclose(sparse_forward(), x @ held.T, rtol=1e-5, atol=1e-5)
+    view = held[3]
+    del held
+    view[:] = -1                               # through a view of the array, too
+    np.testing.assert_allclose(sparse_forward()[:, 3], -x.sum(1), rtol=1e-5)
+    del view
+    csr = layer.sparse.csr
+    blob.data[5, :] *= 2                       # a fresh fetch: version moves, the CSR follows
+    assert layer.sparse.csr is csr
+    np.testing.assert_allclose(sparse_forward(), x @ blob.peek.T, rtol=1e-5, atol=1e-5)
+    assert layer.sparse.csr is not csr
+    csr = layer.sparse.csr
+    forward(layer, bottom, top)                # nothing changed, nobody holds it: no rebuild
+    assert layer.sparse.csr is csr
+
+
+def test_blob_assignment_checks_the_shape():
+    from minicaffe.blob import Blob
+    from minicaffe.errors import CaffeError
+    b = Blob((2, 3))
+    b.data = np.ones((2, 3))
+    assert b.data.dtype == np.float32 and b.data.sum() == 6
+    with pytest.raises(CaffeError, match=r"shape \(3, 2\).*shape \(2, 3\).*reshape"):
+        b.data = np.ones((3, 2))
 
 
 def test_sparse_vector_product_in_forked_child():
