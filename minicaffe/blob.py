@@ -1,4 +1,5 @@
 """Blob: the N-D float32 array pair (data, diff) that layers read and write, as in Caffe."""
+import os
 import sys
 
 import numpy as np
@@ -9,6 +10,36 @@ from .errors import CaffeError
 _COUNTS_REFS = sys.implementation.name == "cpython"
 
 
+def physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+class BlobTooLarge(CaffeError):
+    """A blob whose data and diff alone would not fit in the machine's memory; the Net names the
+    layer that asked for it."""
+
+
+def check_size(shape):
+    """Refuse, before allocating, a negative shape or one whose data and diff would not fit."""
+    shape = tuple(int(d) for d in shape)
+    if any(d < 0 for d in shape):
+        raise CaffeError(f"a blob cannot have a negative dimension: {shape}")
+    count = 1
+    for d in shape:
+        count *= d
+    if 2 * 4 * count > physical_memory():
+        raise BlobTooLarge(f"a blob of shape {shape} needs {2 * 4 * count / 2**30:.1f} GiB (data and "
+                           f"diff), more than this machine's {physical_memory() / 2**30:.1f} GiB")
+    return shape
+
+
+def zeros(shape):
+    return np.zeros(check_size(shape), np.float32)
+
+
 class Blob:
     """`version` counts the times `data` was handed out or replaced: whoever keeps something derived
     from the values (a layer's CSR copy of its weights) can tell they may have changed without
@@ -17,7 +48,7 @@ class Blob:
     __slots__ = ("_data", "_diff", "mask", "version")
 
     def __init__(self, shape=()):
-        self._data = np.zeros(shape, np.float32)
+        self._data = zeros(shape)
         self._diff = np.zeros(shape, np.float32)
         self.mask = None   # pruning: 0/1 array beside the weights; None means dense
         self.version = 0
@@ -99,7 +130,7 @@ class Blob:
             shape = shape[0]
         shape = tuple(int(s) for s in shape)
         if shape != self._data.shape:
-            self.share(np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+            self.share(zeros(shape), np.zeros(shape, np.float32))
 
     def __repr__(self):
         return f"Blob{self._data.shape}"

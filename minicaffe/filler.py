@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from . import rng
+from .blob import check_size
 from .errors import CaffeError
 
 
@@ -26,7 +27,7 @@ def _variance_n(fp, shape):
 def fill(fp, shape):
     """Return a new float32 array of `shape` drawn as the filler `fp` says."""
     r = rng.get()
-    shape = tuple(shape)
+    shape = check_size(shape)
     t = fp.type
     if t == "constant":
         return np.full(shape, fp.value, np.float32)

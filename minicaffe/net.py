@@ -6,7 +6,7 @@ import numpy as np
 
 from . import io, log
 from . import minicaffe_pb2 as pb
-from .blob import Blob
+from .blob import Blob, BlobTooLarge, physical_memory
 from .errors import CaffeError
 from .layer import create_layer
 from .splits import insert_splits
@@ -101,6 +101,8 @@ class Net:
     def _init(self, in_param):
         self.phase = in_param.state.phase
         filtered = filter_net(in_param)
+        if not len(in_param.layer):
+            raise CaffeError(f"{self.source}: the net has no layers (an empty or wrong file?)")
         log.info("Initializing net from parameters: \n" + io.to_text(filtered))
         self.param = insert_splits(filtered)
         self.name = self.param.name
@@ -149,7 +151,10 @@ class Net:
                     blob_need_bw[t] = False
                     tops.append(self.blobs[t])
             log.info(f"Setting up {lp.name}")
-            layer.set_up(bottoms, tops)
+            try:
+                layer.set_up(bottoms, tops)
+            except BlobTooLarge as e:
+                raise CaffeError(f"layer '{lp.name}' ({lp.type}): {e}") from None
             if len(lp.blobs):
                 self._load_layer_blobs(layer, lp.blobs, lp.name)
             if layer.blobs:
@@ -160,6 +165,10 @@ class Net:
                 if t in self.loss_weight_of:
                     log.info(f"    with loss weight {self.loss_weight_of[t]:g}")
                 memory += blob.count
+            if 2 * 4 * memory > physical_memory():
+                raise CaffeError(f"layer '{lp.name}' ({lp.type}): the net's blobs up to this layer need "
+                                 f"{2 * 4 * memory / 2**30:.1f} GiB (data and diff), more than this "
+                                 f"machine's {physical_memory() / 2**30:.1f} GiB")
 
             # parameters: sharing by name, lr/decay multipliers
             if len(lp.param) > len(layer.blobs):
