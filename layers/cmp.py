@@ -17,6 +17,15 @@ class Compressed:
     def compression_param(self):
         raise NotImplementedError
 
+    def setup(self, bottom, top):
+        p = self.compression_param()
+        if not 0 <= p.sparse_ratio < 1:
+            raise self.error(f"sparse_ratio {p.sparse_ratio:g} is not in [0, 1) (the fraction of "
+                             "weights pruned)")
+        if p.quantize_term and p.class_num < 1:
+            raise self.error(f"class_num {p.class_num} must be at least 1 with quantize_term")
+        super().setup(bottom, top)
+
     def on_weights_set(self):
         p = self.compression_param()
         w = self.blobs[0]

@@ -2,10 +2,13 @@
 import os
 import re
 
+import numpy as np
+import pytest
 
 from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.cli import main
+from minicaffe.errors import CaffeError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENET = os.path.join(ROOT, "models/lenet/lenet.prototxt")
@@ -74,3 +77,18 @@ def test_inspect_reports_sparsity_and_matches_caffe_written_file(tmp_path, capsy
     png = str(tmp_path / "plot.png")
     table(capsys, pruned, f"--plot={png}")
     assert os.path.getsize(png) > 1000
+
+
+@pytest.mark.parametrize("ratio", ["1.5", "-0.5", "conv1=1.5", "conv1=0.3,ip1=1"])
+def test_prune_refuses_ratios_outside_0_1(ratio):
+    from minicaffe.tools.prune import parse_ratios
+    with pytest.raises(CaffeError, match=r"not in \[0, 1\)"):
+        parse_ratios(ratio)
+
+
+@pytest.mark.parametrize("ratio", [1.5, -0.5, 1.0])
+def test_cmp_layer_refuses_sparse_ratio_outside_0_1(ratio):
+    from gradcheck import make_layer
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(CaffeError, match=r"sparse_ratio .* not in \[0, 1\)"):
+        make_layer(f'type: "CmpInnerProduct" inner_product_param {{ num_output: 3 sparse_ratio: {ratio} }}', [x])

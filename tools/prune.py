@@ -18,18 +18,21 @@ def add_arguments(p):
 
 
 def parse_ratios(text):
-    if "=" not in text:
+    """One ratio for all layers, or name=ratio pairs; each in [0, 1)."""
+    def ratio(val, what):
         try:
-            return float(text)
+            r = float(val)
         except ValueError:
-            raise CaffeError(f"--sparse-ratio: '{text}' is neither a number nor name=ratio pairs") from None
+            raise CaffeError(f"--sparse-ratio: {what}") from None
+        if not 0 <= r < 1:
+            raise CaffeError(f"--sparse-ratio: {r:g} is not in [0, 1) (the fraction of weights pruned)")
+        return r
+    if "=" not in text:
+        return ratio(text, f"'{text}' is neither a number nor name=ratio pairs")
     out = {}
     for item in text.split(","):
         name, _, val = item.partition("=")
-        try:
-            out[name.strip()] = float(val)
-        except ValueError:
-            raise CaffeError(f"--sparse-ratio: bad entry '{item}' (want name=ratio)") from None
+        out[name.strip()] = ratio(val, f"bad entry '{item}' (want name=ratio)")
     return out
 
 
@@ -44,8 +47,6 @@ def run(a):
             raise CaffeError(f"no prunable layer named {', '.join(sorted(unknown))} in {a.weights}")
         chosen = [(lp, ratios[lp.name]) for lp in layers if lp.name in ratios]
     else:
-        if not 0 <= ratios < 1:
-            raise CaffeError("a global sparse ratio must be in [0, 1)")
         # one threshold across all layers: the k-th smallest |w| of all of them together
         allw = np.concatenate([np.abs(io.blob_to_array(lp.blobs[0])).ravel() for lp in layers])
         k = int(allw.size * ratios)
