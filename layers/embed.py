@@ -37,11 +37,15 @@ class Embed(Layer):
         return False
 
     def _indices(self, bottom):
+        """Caffe's static_cast<int>, toward zero: its integer check is a DCHECK, gone from release
+        builds, so 2.7 reads row 2. Outside [0, input_dim) Caffe would read past the table."""
         v = bottom[0].data.reshape(-1)
-        idx = v.astype(np.int64)
-        bad = (idx != v) | (idx < 0) | (idx >= self.k)
+        with np.errstate(invalid="ignore"):         # NaN: caught below
+            idx = v.astype(np.int64)
+        bad = (idx < 0) | (idx >= self.k) | np.isnan(v)
         if bad.any():
-            raise self.error(f"index {v[np.argmax(bad)]} is not an integer in [0, {self.k})")
+            raise self.error(f"index {v[np.argmax(bad)]} is outside [0, {self.k}) once "
+                             "truncated to an integer")
         return idx
 
     def forward(self, bottom, top):

@@ -224,7 +224,10 @@ class Swish(Neuron):
 
 @register("Clip")
 class Clip(Neuron):
-    """Gradient passes where min <= x <= max, both ends included, as Caffe's."""
+    """Gradient passes where min <= x <= max, both ends included, as Caffe's. Caffe's backward
+    reads the bottom's data, which in place is the clipped output (always within [min, max]): so
+    in place every gradient passes (none when min > max). Reproduced, not corrected."""
+    needs_input = False
 
     def setup(self, bottom, top):
         p = self.param.clip_param

@@ -206,8 +206,21 @@ class MVN(Layer):
         if not propagate_down[0]:
             return
         dy = top[0].diff.reshape(self.groups, -1)
-        dx = dy - dy.mean(axis=1, keepdims=True)
-        if self.param.mvn_param.normalize_variance:
-            dx -= self.y * (dy * self.y).mean(axis=1, keepdims=True)
-            dx /= self.std
+        if top[0] is bottom[0] and self.param.mvn_param.normalize_variance:
+            dx = self._in_place_backward(dy)
+        else:
+            dx = dy - dy.mean(axis=1, keepdims=True)
+            if self.param.mvn_param.normalize_variance:
+                dx -= self.y * (dy * self.y).mean(axis=1, keepdims=True)
+                dx /= self.std
         bottom[0].diff.reshape(self.groups, -1)[...] = dx
+
+    def _in_place_backward(self, dy):
+        """What Caffe's in-place backward computes, not the gradient: its steps write the bottom
+        diff, which is the top diff. sum(y * dy) survives; the sum of dy it takes next is of y * that
+        sum already; and axpby(1, top_diff, -1/dim, bottom_diff) on one array is, through the
+        scal-then-axpy stand-in for axpby in Caffe's non-MKL builds, 2 * (-1/dim) * bottom_diff."""
+        dx = self.y * (self.y * dy).sum(axis=1, keepdims=True)
+        dx += dx.sum(axis=1, keepdims=True)
+        dx *= 2 * np.float32(-1.0 / dx.shape[1])
+        return dx / self.std

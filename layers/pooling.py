@@ -127,7 +127,9 @@ class SPP(Layer):
         self.size = None
 
     def _level(self, level, h, w):
-        """A Pooling layer whose 2^level windows per side cover the image (Caffe's geometry)."""
+        """A Pooling layer whose 2^level windows per side cover the image (Caffe's geometry). Its
+        LayerParameter, as Caffe's, sets no phase, so it is TRAIN's default: STOCHASTIC levels
+        sample in the TEST phase too."""
         bins = 2 ** level
         lp = pb.LayerParameter(name=f"{self.name} level {level}", type="Pooling")
         pp = lp.pooling_param
@@ -143,7 +145,7 @@ class SPP(Layer):
             setattr(pp, f"kernel_{axis}", kernel)
             setattr(pp, f"stride_{axis}", kernel)
             setattr(pp, f"pad_{axis}", pad)
-        return Pooling(lp, self.phase)
+        return Pooling(lp, pb.TRAIN)
 
     def reshape(self, bottom, top):
         if bottom[0].data.ndim != 4:

@@ -13,6 +13,9 @@ implies, and is kept here:
   first): state carries across batches, and cont decides whether it is used.
 - no gradient reaches cont, the initial states (their Input layer in the unrolled net needs no
   backward) or from the final-state tops (only their data is shared): those diffs are ignored.
+- x and x_static get their gradient whenever backward runs, whatever propagate_down says: Caffe
+  runs the whole unrolled backward, whose input transforms have propagate_down: true, into diffs
+  shared with those bottoms.
 - the params, in Caffe's order: the x transform's weight and bias, the static transform's weight,
   then the per-step weights (RNN: W_hh, W_ho, b_o; LSTM: W_hc). Each per-step InnerProduct of the
   unrolled net fills its own copy before the first is shared, so later steps still draw numbers.
@@ -30,8 +33,11 @@ def _sigmoid(x):
 
 
 def _tanh(x):
-    """Caffe's LSTMUnit tanh, 2 sigmoid(2x) - 1, rounded as it rounds."""
-    return (2.0 * _sigmoid(2 * x).astype(np.float64) - 1.0).astype(np.float32)
+    """Caffe's LSTMUnit tanh, 2 sigmoid(2x) - 1: its sigmoid(2. * x) takes a double, so the whole
+    of it runs in double and is rounded to float once (rounding the sigmoid first would cost small
+    values up to 1e-3 of their size)."""
+    with np.errstate(over="ignore"):
+        return (2.0 / (1.0 + np.exp(-2.0 * x.astype(np.float64))) - 1.0).astype(np.float32)
 
 
 def lstm_cell(c_prev, gates, cont):
@@ -175,13 +181,11 @@ class Recurrent(Layer):
         flat = dpre.reshape(T * N, G)
         self.blobs[0].diff += flat.T @ bottom[0].data.reshape(T * N, self.K)
         self.blobs[1].diff += flat.sum(axis=0)
-        if propagate_down[0]:
-            np.matmul(flat, self.blobs[0].peek, out=bottom[0].diff.reshape(T * N, self.K))
+        np.matmul(flat, self.blobs[0].peek, out=bottom[0].diff.reshape(T * N, self.K))
         if self.static:
             dstatic = dpre.sum(axis=0)
             self.blobs[2].diff += dstatic.T @ bottom[2].data.reshape(N, self.Ks)
-            if propagate_down[2]:
-                np.matmul(dstatic, self.blobs[2].peek, out=bottom[2].diff.reshape(N, self.Ks))
+            np.matmul(dstatic, self.blobs[2].peek, out=bottom[2].diff.reshape(N, self.Ks))
         first = 2 + self.static
         for j, blob in enumerate(self.state_bottoms(bottom)):
             if propagate_down[first + j]:
@@ -270,7 +274,8 @@ class LSTM(Recurrent):
 @register("LSTMUnit")
 class LSTMUnit(Layer):
     """One LSTM step: bottoms c_prev (1 x N x H), gates (1 x N x 4H), cont (1 x N);
-    tops c and h (1 x N x H). No gradient to cont."""
+    tops c and h (1 x N x H). No gradient to cont; as Caffe, a backward asked for either of
+    c_prev and gates writes both diffs."""
     n_bottom = 3
     n_top = 2
 
@@ -292,11 +297,11 @@ class LSTMUnit(Layer):
         top[1].data[0] = h
 
     def backward(self, top, propagate_down, bottom):
+        if not (propagate_down[0] or propagate_down[1]):
+            return
         dc_prev, dgates = lstm_cell_backward(top[0].diff[0], top[1].diff[0], self.acts)
-        if propagate_down[0]:
-            bottom[0].diff[0] = dc_prev
-        if propagate_down[1]:
-            bottom[1].diff[0] = dgates
+        bottom[0].diff[0] = dc_prev
+        bottom[1].diff[0] = dgates
 
     def allow_force_backward(self, i):
         return i != 2

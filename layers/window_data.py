@@ -86,7 +86,8 @@ class WindowData(BatchSource):
 
     As Caffe, crop_size, mirror and the mean come from transform_param (old nets' copies in
     window_data_param are moved there when the net is read) and mirroring applies in both phases;
-    the scale is window_data_param's unless only transform_param gives one."""
+    the scale is window_data_param's alone (Caffe's load_batch reads no other: transform_param's,
+    and an old net's moved there, are ignored)."""
     n_top = 2
     min_top = max_top = None
 
@@ -102,10 +103,12 @@ class WindowData(BatchSource):
             raise self.error(f"crop_mode must be 'warp' or 'square', got '{p.crop_mode}'")
         if p.context_pad * 2 >= self.crop:
             raise self.error(f"context_pad {p.context_pad} leaves no room in a {self.crop}-pixel crop")
-        self.scale = p.scale if p.HasField("scale") or not tp.HasField("scale") else tp.scale
+        self.scale = p.scale
         self.images, windows = self._read_window_file(p)
-        self.fg = windows[windows[:, 2] >= F(p.fg_threshold)]
-        self.bg = windows[windows[:, 2] < F(p.bg_threshold)]
+        overlap = windows[:, 2].astype(F)         # Caffe reads it into a float
+        fg = overlap >= F(p.fg_threshold)
+        self.fg = windows[fg]
+        self.bg = windows[~fg & (overlap < F(p.bg_threshold))]     # else-if: never both
         self.bg[:, 1] = 0                         # background windows are class 0
         self.n_fg = int(F(p.batch_size) * F(p.fg_fraction))
         for n, ws, what in ((self.n_fg, self.fg, f"foreground (overlap >= {p.fg_threshold:g})"),

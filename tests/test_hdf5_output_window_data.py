@@ -133,6 +133,28 @@ def test_window_data_warp_contents(tmp_path, images):
     np.testing.assert_allclose(patch, bilinear_reference(images[0][5:14, 3:9], 8, 8), atol=1.0)
 
 
+def test_window_data_scale_is_window_data_params_only(tmp_path, images):
+    """Caffe's load_batch scales by window_data_param.scale (default 1), never transform_param's."""
+    n = window_net(tmp_path, [[(2, 0.9, 3, 5, 8, 13)], []], batch=1, fg_fraction=1.0,
+                   transform="crop_size: 8 scale: 0.5")
+    n.forward()
+    patch = resize_linear(images[0][5:14, 3:9].astype(np.uint8), 8, 8).astype(np.float32)
+    np.testing.assert_array_equal(n.blobs["data"].data[0], patch.transpose(2, 0, 1))
+
+
+def test_window_data_thresholds_compare_floats_fg_first(tmp_path, images):
+    """Overlaps are read into floats: 0.3 meets a 0.3 fg_threshold (in double it would fall
+    short of the float 0.3); a window meeting both thresholds is foreground only (else-if)."""
+    (tmp_path / "windows.txt").write_text("# 0\nim0.png\n3\n24\n30\n2\n"
+                                          "1 0.3 0 0 5 5\n2 0.35 2 2 9 9\n")
+    n = net(f"""layer {{ name: "w" type: "WindowData" top: "data" top: "label"
+      transform_param {{ crop_size: 4 }}
+      window_data_param {{ source: "{tmp_path}/windows.txt" root_folder: "{tmp_path}/" batch_size: 4
+        fg_threshold: 0.3 bg_threshold: 0.4 fg_fraction: 1 }} }}""")
+    layer = n.layers[0]
+    assert len(layer.fg) == 2 and len(layer.bg) == 0
+
+
 def test_resize_is_identity_and_exact_halving():
     rs = np.random.RandomState(4)
     img = rs.randint(0, 256, (6, 10, 3)).astype(np.uint8)

@@ -93,7 +93,6 @@ def run_in_place(text, x, dy):
 
 @pytest.mark.parametrize("text", [
     'type: "Swish" swish_param { beta: 1.3 }',
-    'type: "Clip" clip_param { min: -0.5 max: 0.6 }',
     'type: "PReLU"',
     'type: "PReLU" prelu_param { channel_shared: true }',
 ])
@@ -110,6 +109,18 @@ def test_in_place_matches_out_of_place(text):
     for a, b in zip(dp, layer.blobs):
         np.testing.assert_allclose(a, b.diff, rtol=1e-6)
     assert not np.array_equal(dx, dy * (x > 0))     # the gradient really depends on the input
+
+
+def test_clip_in_place_reads_the_clipped_data_as_caffe():
+    """Caffe's Clip backward tests min <= bottom_data <= max; in place bottom_data is the output,
+    clipped, so the whole gradient passes (and none of it when min > max)."""
+    x = np.array([[-2, -0.5, -0.1, 0.3, 0.8, 1.5]], np.float32)
+    dy = np.float32([[1, 2, 3, 4, 5, 6]])
+    y, dx, _ = run_in_place('type: "Clip" clip_param { min: -0.5 max: 0.8 }', x, dy)
+    np.testing.assert_array_equal(y, np.float32([[-0.5, -0.5, -0.1, 0.3, 0.8, 0.8]]))
+    np.testing.assert_array_equal(dx, dy)
+    _, dx, _ = run_in_place('type: "Clip" clip_param { min: 1 max: -1 }', x, dy)
+    np.testing.assert_array_equal(dx, 0)
 
 
 @pytest.mark.parametrize("shared", ["false", "true"])

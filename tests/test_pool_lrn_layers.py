@@ -178,6 +178,20 @@ def test_spp_rejects_levels_caffe_cannot_pool():
                    [distinct((1, 1, 7, 8))])
 
 
+def test_spp_levels_pool_in_caffes_default_phase():
+    """Caffe's SPP builds its Pooling layers from a LayerParameter without a phase (TRAIN): a
+    STOCHASTIC pyramid samples input values, in the TEST phase too, and has a backward."""
+    x = np.random.RandomState(5).rand(2, 3, 8, 8).astype(np.float32) + 0.1
+    text = 'type: "SPP" spp_param { pyramid_height: 2 pool: STOCHASTIC }'
+    layer, bottom, top = make_layer(text, [x], phase=pb.TEST)
+    forward(layer, bottom, top)
+    assert top[0].shape == (2, 3 * 5)
+    assert np.isin(top[0].data, x).all()           # samples, not activation-weighted averages
+    top[0].diff[...] = 1
+    layer.backward(top, [True], bottom)
+    np.testing.assert_allclose(bottom[0].diff.sum(axis=(1, 2, 3)), 15)
+
+
 STO = 'type: "Pooling" pooling_param {{ pool: STOCHASTIC kernel_size: {k} stride: {s} }}'
 
 

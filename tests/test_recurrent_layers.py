@@ -309,3 +309,53 @@ def test_batch_size_may_change():
     assert top[0].shape == (2, 1, 3)
     ref = lstm_ref(params_of(layer), bottom[0].data, bottom[1].data)[0]
     np.testing.assert_allclose(top[0].data, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_unit_tanh_rounds_once():
+    """Caffe's tanh is 2 sigmoid(2x) - 1 all in double: small cell inputs keep full float precision
+    (a sigmoid rounded to float first is off by up to 1e-3 of a 1e-4 value)."""
+    H = 8
+    X = np.zeros((1, 2, 4 * H), np.float32)
+    X[0, :, 3 * H:] = r(2, H, seed=3) * 1e-4
+    layer, bottom, top = make_layer('type: "LSTMUnit"', [np.zeros((1, 2, H), np.float32), X,
+                                                         np.ones((1, 2), np.float32)], n_top=2)
+    forward(layer, bottom, top)
+    g = np.tanh(X[0, :, 3 * H:].astype(np.float64))
+    np.testing.assert_allclose(top[0].data[0], 0.5 * g, rtol=1e-6)
+
+
+def test_lstm_unit_writes_both_diffs_when_either_is_asked():
+    """Caffe's LSTMUnit backward returns only when neither c_prev nor the gates want a gradient."""
+    c_prev, X, cont = r(1, 2, 3), r(1, 2, 12, seed=1), np.ones((1, 2), np.float32)
+    layer, bottom, top = make_layer('type: "LSTMUnit"', [c_prev, X, cont], n_top=2)
+    forward(layer, bottom, top)
+    top[0].diff[...], top[1].diff[...] = r(1, 2, 3, seed=2), r(1, 2, 3, seed=3)
+    layer.backward(top, [True, True, False], bottom)
+    full = [bottom[0].diff.copy(), bottom[1].diff.copy()]
+    for down in ([True, False, False], [False, True, False]):
+        for b in bottom[:2]:
+            b.diff[...] = 7
+        layer.backward(top, down, bottom)
+        for b, f in zip(bottom, full):
+            np.testing.assert_array_equal(b.diff, f)
+    for b in bottom[:2]:
+        b.diff[...] = 7
+    layer.backward(top, [False, False, False], bottom)
+    assert (bottom[0].diff == 7).all() and (bottom[1].diff == 7).all()
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM"])
+def test_inputs_get_gradient_whatever_propagate_down(kind):
+    """Caffe backpropagates through the whole unrolled net, whose input transforms have
+    propagate_down: true, into diffs shared with x and x_static."""
+    bottoms = [r(3, 2, 4), CONT[:3, :2], r(2, 5, seed=1)]
+    layer, bottom, top = make_layer(text(kind, 3), bottoms)
+    forward(layer, bottom, top)
+    top[0].diff[...] = r(3, 2, 3, seed=2)
+    layer.backward(top, [True, False, True], bottom)
+    full = [bottom[0].diff.copy(), bottom[2].diff.copy()]
+    assert np.abs(full[0]).sum() > 0 and np.abs(full[1]).sum() > 0
+    bottom[0].diff[...] = bottom[2].diff[...] = 7
+    layer.backward(top, [False, False, False], bottom)
+    np.testing.assert_allclose(bottom[0].diff, full[0], rtol=1e-6)
+    np.testing.assert_allclose(bottom[2].diff, full[1], rtol=1e-6)

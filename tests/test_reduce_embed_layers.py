@@ -123,21 +123,55 @@ def test_mvn_eps_is_added_to_the_std():
     np.testing.assert_allclose(bottom[0].diff.reshape(6, 4), want, rtol=1e-4, atol=1e-6)
 
 
+def caffe_in_place_mvn_backward(y, dy, std, dim):
+    """Caffe's MVNLayer::Backward_cpu replayed step by step on one array holding both diffs (the
+    in-place case), one group at a time; axpby is scal then axpy, as in non-MKL builds."""
+    d = dy.astype(np.float64).copy()
+    y = y.astype(np.float64)
+    for g in range(d.shape[0]):
+        d[g] = y[g] * d[g]            # caffe_mul(top_data, top_diff, bottom_diff)
+        a = d[g].sum()                # gemv: sum of bottom_diff
+        d[g] = y[g] * a               # gemm broadcast, then caffe_mul by top_data
+        b = d[g].sum()                # gemv over top_diff, which is bottom_diff now
+        d[g] += b                     # gemm with beta 1
+        d[g] *= -1.0 / dim            # axpby: scal(beta, Y) ...
+        d[g] += d[g]                  # ... then axpy(1, X = Y, Y)
+        d[g] /= std[g]
+    return d
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 4, 4), (2, 3, 5)])
-def test_mvn_in_place_and_rank_limit(shape):
+@pytest.mark.parametrize("variance", [True, False])
+def test_mvn_in_place(shape, variance):
+    """In place, the top keeps Caffe's 4-D shape and forward is unchanged; backward is Caffe's:
+    right without normalize_variance, and what its aliased steps compute with it."""
+    text = f'type: "MVN" mvn_param {{ normalize_variance: {str(variance).lower()} }}'
     x = randn(*shape, seed=4)
     dy = randn(*(shape + (1,) * (4 - len(shape))), seed=5)
-    layer, bottom, top = make_layer('type: "MVN"', [x])
+    layer, bottom, top = make_layer(text, [x])
     forward(layer, bottom, top)
     top[0].diff[...] = dy
     layer.backward(top, [True], bottom)
-    layer2, bottom2, _ = make_layer('type: "MVN"', [x])
+    layer2, bottom2, _ = make_layer(text, [x])
     forward(layer2, bottom2, bottom2)
     np.testing.assert_array_equal(bottom2[0].data, top[0].data)
     bottom2[0].diff[...] = dy
     layer2.backward(bottom2, [True], bottom2)
     assert bottom2[0].shape == top[0].shape       # the shared blob takes the 4-D shape, values kept
-    np.testing.assert_allclose(bottom2[0].diff.reshape(shape), bottom[0].diff, rtol=1e-6)
+    if not variance:
+        np.testing.assert_allclose(bottom2[0].diff.reshape(shape), bottom[0].diff, rtol=1e-6)
+        return
+    groups = shape[0] * shape[1]
+    y = top[0].data.reshape(groups, -1)
+    d = x.reshape(groups, -1).astype(np.float64)
+    d -= d.mean(1, keepdims=True)
+    std = np.sqrt((d ** 2).mean(1)) + 1e-9
+    want = caffe_in_place_mvn_backward(y, dy.reshape(groups, -1), std, y.shape[1])
+    np.testing.assert_allclose(bottom2[0].diff.reshape(groups, -1), want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(bottom2[0].diff.reshape(shape), bottom[0].diff, atol=1e-3)
+
+
+def test_mvn_rank_limit():
     with pytest.raises(CaffeError, match="at most 4 axes"):
         make_layer('type: "MVN"', [np.zeros((2, 2, 2, 2, 2), np.float32)])
 
@@ -221,9 +255,20 @@ def test_embed_forward_shapes_and_gradient(bias):
     check_gradient(text, [idx], check_bottom=[])
 
 
+def test_embed_truncates_indices_as_caffes_release_build():
+    """static_cast<int> toward zero; Caffe only DCHECKs that the index is an integer."""
+    text = EMBED.format(bias="false")
+    layer, bottom, top = make_layer(text, [np.array([2.7, -0.5, 5.99], np.float32)])
+    forward(layer, bottom, top)
+    np.testing.assert_array_equal(top[0].data, layer.blobs[0].data[[2, 0, 5]])
+    top[0].diff[...] = 1
+    layer.backward(top, [False], bottom)
+    np.testing.assert_array_equal(layer.blobs[0].diff.sum(1), [4, 0, 4, 0, 0, 4])
+
+
 def test_embed_rejects_bad_indices_and_bottom_gradients():
     text = EMBED.format(bias="true")
-    for bad in (6, -1, 1.5):
+    for bad in (6, -1, 6.5, np.nan):
         layer, bottom, top = make_layer(text, [np.array([0, 1], np.float32)])
         bottom[0].data[1] = bad
         with pytest.raises(CaffeError, match=r"\[0, 6\)"):
