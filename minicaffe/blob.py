@@ -6,6 +6,8 @@ import numpy as np
 
 from .errors import CaffeError
 
+from .errors import CaffeError
+
 # Only CPython's reference counts tell whether anyone else holds an array (see Blob.held_elsewhere)
 _COUNTS_REFS = sys.implementation.name == "cpython"
 
@@ -108,21 +110,29 @@ class Blob:
     def count(self):
         return self._data.size
 
+    def _legacy(self, axis):
+        """Caffe's LegacyShape: an axis the blob does not have counts as 1 (a (N, C) blob has
+        height 1); a blob of more than 4 axes has no legacy shape."""
+        if self._data.ndim > 4:
+            raise CaffeError(f"num/channels/height/width need at most 4 axes; the blob is "
+                             f"{self._data.shape}: use .shape")
+        return self._data.shape[axis] if axis < self._data.ndim else 1
+
     @property
     def num(self):
-        return self._data.shape[0]
+        return self._legacy(0)
 
     @property
     def channels(self):
-        return self._data.shape[1]
+        return self._legacy(1)
 
     @property
     def height(self):
-        return self._data.shape[2]
+        return self._legacy(2)
 
     @property
     def width(self):
-        return self._data.shape[3]
+        return self._legacy(3)
 
     def reshape(self, *shape):
         """Keep the arrays (and any view a user holds) when the shape is unchanged."""

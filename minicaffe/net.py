@@ -70,27 +70,28 @@ def shape_string(shape):
 
 
 class Net:
-    """A Caffe net. Also pycaffe's Net: Net(prototxt, [weights,] phase)."""
+    """A Caffe net. Also pycaffe's Net: Net(network_file, phase, level=0, stages=None,
+    weights=None), or the legacy Net(network_file, weights, phase)."""
 
-    def __init__(self, model, *args, weights=None, phase=None, level=0, stages=None):
+    def __init__(self, network_file, *args, weights=None, phase=None, level=None, stages=None):
         for a in args:
             if isinstance(a, (int, np.integer)):
                 phase = int(a)
             else:
                 weights = a
-        if isinstance(model, pb.NetParameter):
+        if isinstance(network_file, pb.NetParameter):
             param = pb.NetParameter()
-            param.CopyFrom(model)
+            param.CopyFrom(network_file)
             self.source = "<net>"
         else:
-            param = io.read_net(str(model))
-            self.source = str(model)
+            param = io.read_net(str(network_file))
+            self.source = str(network_file)
+            level = level or 0      # as Caffe's Net(file, phase, level, stages): the level is set
         if phase is not None:
             param.state.phase = phase
-        if level:
+        if level is not None:
             param.state.level = level
-        if stages:
-            del param.state.stage[:]
+        if stages:                  # added to the file's own stages, as Caffe does
             param.state.stage.extend(stages)
         self._init(param)
         if weights:
@@ -100,6 +101,9 @@ class Net:
     # ------------------------------------------------------------ construction
     def _init(self, in_param):
         self.phase = in_param.state.phase
+        # pycaffe's before_forward & co.: callables given the layer index around each layer's pass
+        self.callbacks = {"before_forward": [], "after_forward": [], "before_backward": [],
+                          "after_backward": []}
         filtered = filter_net(in_param)
         if not len(in_param.layer):
             raise CaffeError(f"{self.source}: the net has no layers (an empty or wrong file?)")
@@ -300,6 +304,25 @@ class Net:
     def bottom_names(self):
         return OrderedDict(zip(self._layer_names, (list(b) for b in self.bottom_name_vecs)))
 
+    @property
+    def _blobs(self):
+        return list(self.blobs.values())
+
+    @property
+    def _blob_loss_weights(self):
+        return list(self.blob_loss_weights.values())
+
+    @property
+    def _inputs(self):
+        """pycaffe's: the inputs as indices into _blob_names."""
+        names = self._blob_names
+        return [names.index(n) for n in self.inputs]
+
+    @property
+    def _outputs(self):
+        names = self._blob_names
+        return [names.index(n) for n in self.outputs]
+
     def _top_ids(self, i):
         names = self._blob_names
         return [names.index(t) for t in self.top_name_vecs[i]]
@@ -322,7 +345,10 @@ class Net:
         if self.debug_info:
             for name in self.inputs:
                 log.info(f"    [Forward] Input {name} data: {_mean_abs(self.blobs[name].peek):g}")
+        before, after = self.callbacks["before_forward"], self.callbacks["after_forward"]
         for i in range(start, end + 1):
+            for run in before:
+                run(i)
             layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
             layer.reshape(bottom, top)
             layer.forward(bottom, top)
@@ -331,21 +357,50 @@ class Net:
                     loss += w * float(t.data.sum(dtype=np.float64))
             if self.debug_info:
                 self._forward_debug(i)
+            for run in after:
+                run(i)
         return loss
 
     def backward_from_to(self, start=None, end=0):
         start = len(self.layers) - 1 if start is None else start
+        before, after = self.callbacks["before_backward"], self.callbacks["after_backward"]
         for i in range(start, end - 1, -1):
-            if not self.layer_need_backward[i]:
-                continue
-            layer = self.layers[i]
-            keep = [(b, b.diff.copy()) for b, p in zip(layer.blobs, self.param_propagate_down[i])
-                    if not p]     # a param with lr_mult 0 gets no gradient, as in Caffe
-            layer.backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
-            for b, d in keep:
-                b.diff[...] = d
-            if self.debug_info:
-                self._backward_debug(i)
+            for run in before:      # every layer, even one that needs no backward, as Caffe
+                run(i)
+            if self.layer_need_backward[i]:
+                self._backward_layer(i)
+            for run in after:
+                run(i)
+
+    def _backward_layer(self, i):
+        layer = self.layers[i]
+        keep = [(b, b.diff.copy()) for b, p in zip(layer.blobs, self.param_propagate_down[i])
+                if not p]     # a param with lr_mult 0 gets no gradient, as in Caffe
+        layer.backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+        for b, d in keep:
+            b.diff[...] = d
+        if self.debug_info:
+            self._backward_debug(i)
+
+    def _forward(self, start, end):
+        """pycaffe's: layers start..end by index (inclusive); the loss."""
+        return self.forward_from_to(start, end)
+
+    def _backward(self, start, end):
+        self.backward_from_to(start, end)
+
+    def before_forward(self, run):
+        """pycaffe's: run(layer index) before each layer's forward (and so on for the others)."""
+        self.callbacks["before_forward"].append(run)
+
+    def after_forward(self, run):
+        self.callbacks["after_forward"].append(run)
+
+    def before_backward(self, run):
+        self.callbacks["before_backward"].append(run)
+
+    def after_backward(self, run):
+        self.callbacks["after_backward"].append(run)
 
     def forward_backward(self):
         loss = self.forward_from_to()

@@ -398,3 +398,23 @@ def test_to_proto_of_several_tops_shares_their_layers():
 def test_caffe_package_exports():
     assert caffe.NetSpec is NetSpec and caffe.to_proto is to_proto
     assert caffe.layers is L and caffe.params is P
+
+
+def test_netspec_keys_vals_update_and_del():
+    """pycaffe's NetSpec also reads like a dict: keys(), vals(), update(name, params), del."""
+    n = NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, 8, 8]))
+    n.conv = L.Convolution(n.data, num_output=4, kernel_size=3)
+    n.silence = L.Silence(n.conv, ntop=0)
+    assert n.keys() == ["data", "conv", "silence"]
+    assert n.vals() == [n.data, n.conv, n.silence]
+    n.update("conv", dict(num_output=8, pad=1))        # the layer that makes top 'conv'
+    cp = n.to_proto().layer[1].convolution_param
+    assert cp.num_output == 8 and list(cp.pad) == [1] and list(cp.kernel_size) == [3]
+    n.update("silence", dict(propagate_down=[False]))  # a top-less layer is its own Function
+    assert list(n.to_proto().layer[2].propagate_down) == [False]
+    del n["silence"]
+    del n["conv"]
+    assert n.keys() == ["data"] and [lp.name for lp in n.to_proto().layer] == ["data"]
+    with pytest.raises(KeyError):
+        del n["conv"]

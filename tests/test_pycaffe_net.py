@@ -1,10 +1,12 @@
 """`import caffe`: pycaffe's Net and Solver names and behaviour over minicaffe's engine."""
+import time
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 
 import caffe
+from minicaffe import io
 from minicaffe.errors import CaffeError
 
 NET = """name: 'pynet' force_backward: true
@@ -173,5 +175,100 @@ def test_module_level_names(capsys):
     assert t.ms >= 0
     from caffe.proto import caffe_pb2
     assert caffe_pb2.NetParameter is caffe.Net.__init__.__globals__["pb"].NetParameter
-    with pytest.raises(RuntimeError, match="GPU"):
-        caffe.NCCL(None, None)
+
+
+def test_timer_start_while_running_keeps_the_first_start():
+    t = caffe.Timer()
+    t.start()
+    time.sleep(0.02)
+    t.start()                    # as Caffe's Timer::Start: no restart while running
+    assert t.ms >= 15
+    assert t.ms == t.ms          # stopped by reading, so it stays
+
+
+def test_blob_legacy_accessors_count_missing_axes_as_one(net):
+    ip = net.blobs["ip_blob"]                     # (5, 7)
+    assert (ip.num, ip.channels, ip.height, ip.width) == (5, 7, 1, 1)
+    loss = net.blobs["loss"]                      # a 0-axis blob
+    assert loss.shape == () and (loss.num, loss.channels, loss.height, loss.width) == (1, 1, 1, 1)
+    data = net.blobs["data"]
+    assert (data.num, data.channels, data.height, data.width) == (5, 2, 3, 4)
+    data.reshape(2, 1, 3, 4, 5)
+    with pytest.raises(CaffeError, match="at most 4 axes"):
+        data.num
+
+
+def test_private_views_and_index_passes(net):
+    """pycaffe's underscored Net members its own Python code is written on."""
+    assert net._blobs == list(net.blobs.values())
+    assert net._blob_loss_weights == [0, 0, 0, 0, 1]
+    assert net._inputs == [] and net._outputs == [net._blob_names.index("loss")]
+    loss = net._forward(0, len(net.layers) - 1)
+    assert loss == pytest.approx(float(net.blobs["loss"].data))
+    net.clear_param_diffs()
+    net._backward(len(net.layers) - 1, 0)
+    assert net.params["conv"][0].diff.any()
+
+
+def test_layer_callbacks_run_around_every_layer(tmp_path):
+    """before/after_forward and before/after_backward get the layer index for every layer of the
+    pass, also one that needs no backward (the data layer here), as Caffe's Net callbacks."""
+    p = tmp_path / "n.prototxt"
+    p.write_text(NET.replace("force_backward: true", ""))
+    net = caffe.Net(str(p), caffe.TRAIN)
+    net.blobs["label"].data[...] = 1
+    seen = []
+    for kind in ("before_forward", "after_forward", "before_backward", "after_backward"):
+        getattr(net, kind)(lambda i, kind=kind: seen.append((kind, i)))
+    net.forward()
+    assert seen == [(k, i) for i in range(4) for k in ("before_forward", "after_forward")]
+    del seen[:]
+    net.backward()
+    assert not net.layer_need_backward[0]
+    assert seen == [(k, i) for i in (3, 2, 1, 0) for k in ("before_backward", "after_backward")]
+
+
+def test_constructor_keywords_level_and_stages_as_pycaffe(tmp_path):
+    """Net(network_file=..., phase=...) works by name; from a file the level is always set (0 by
+    default, over the file's own state) and the stages are added to the file's own."""
+    p = tmp_path / "n.prototxt"
+    p.write_text("""state { level: 2 stage: "A" }
+layer { name: "data" type: "DummyData" top: "data" dummy_data_param { shape { dim: 1 dim: 4 } } }
+layer { name: "l2" type: "InnerProduct" bottom: "data" top: "l2" include { min_level: 2 } inner_product_param { num_output: 1 } }
+layer { name: "AB" type: "InnerProduct" bottom: "data" top: "AB" include { stage: "A" stage: "B" } inner_product_param { num_output: 1 } }
+""")
+    names = lambda n: [b for b in n.blobs if b != "data"]     # noqa: E731
+    net = caffe.Net(network_file=str(p), phase=caffe.TEST)
+    assert net.phase == caffe.TEST and names(net) == []
+    assert names(caffe.Net(str(p), caffe.TEST, level=2)) == ["l2"]
+    assert names(caffe.Net(str(p), caffe.TEST, stages=["B"])) == ["AB"]        # A from the file
+    param = io.read_net(str(p))       # a NetParameter keeps its state unless told otherwise
+    assert names(caffe.Net(param, caffe.TEST)) == ["l2"]
+
+
+def test_solver_classes_get_solver_and_nccl(net_path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sp = tmp_path / "solver.prototxt"
+    sp.write_text(f"net: '{net_path}'\nbase_lr: 0.01 lr_policy: 'fixed' max_iter: 2 type: 'Adam'")
+    s = caffe.get_solver(str(sp))
+    assert type(s) is caffe.AdamSolver and isinstance(s, caffe.Solver) and s.param.type == "Adam"
+    s = caffe.SGDSolver(str(sp))         # the class's rule, whatever the file says
+    assert type(s) is caffe.SGDSolver and s.param.type == "SGD"
+    assert isinstance(caffe.NesterovSolver(str(sp)), caffe.NesterovSolver)
+    # python/train.py with one device: NCCL does nothing, and add_callback/after_backward take it
+    uid = caffe.NCCL.new_uid()
+    assert isinstance(uid, bytes)
+    nccl = caffe.NCCL(s, uid)
+    nccl.bcast()
+    s.add_callback(nccl)
+    s.net.after_backward(nccl)
+    s.step(2)
+    assert s.iter == 2 and s.callbacks == []
+    with pytest.raises(TypeError):
+        s.add_callback(lambda: None)
+    caffe.set_solver_count(2)
+    try:
+        with pytest.raises(RuntimeError, match="2 solvers"):
+            caffe.NCCL(s, uid)
+    finally:
+        caffe.set_solver_count(1)

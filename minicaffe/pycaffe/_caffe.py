@@ -1,10 +1,11 @@
 """What pycaffe's compiled extension (_caffe) exports, over minicaffe: modes, seeds, solver
-counts, the layer list. There is no GPU here: asking for one says so once and stays on the CPU."""
+counts, the layer list, the solver classes. There is no GPU here: asking for one says so once and
+stays on the CPU."""
 import time
 
-from minicaffe import log, rng
+from minicaffe import io, log, rng
 from minicaffe.layer import REGISTRY, Layer  # noqa: F401  (caffe.Layer: Python layers subclass it)
-from minicaffe.solvers import get_solver  # noqa: F401
+from minicaffe.solvers import Solver
 
 __version__ = "1.0.0"
 _solver_count, _solver_rank, _multiprocess = 1, 0, False
@@ -66,14 +67,27 @@ def set_multiprocess(flag):
 
 
 class NCCL:
-    """pycaffe's multi-GPU helper; minicaffe has no GPUs, so building one is an error that says so."""
+    """pycaffe's multi-GPU gradient sharing. pycaffe built without NCCL (has_nccl() False, as
+    here) makes NCCL(solver, uid) an object that does nothing; so does this one for a single
+    solver, where there is nothing to share: bcast(), solver.add_callback(nccl) and
+    net.after_backward(nccl) are no-ops, so python/train.py runs with one device. Several solver
+    processes cannot share gradients here: that is an error."""
 
     def __init__(self, solver, uid):
-        raise RuntimeError("NCCL needs GPUs; minicaffe runs on the CPU (has_nccl() is False)")
+        if solver_count() > 1:
+            raise RuntimeError(f"NCCL cannot share gradients among {solver_count()} solvers: "
+                               "minicaffe runs on the CPU without NCCL (has_nccl() is False)")
+        self.solver, self.uid = solver, uid
 
     @staticmethod
     def new_uid():
         return b""
+
+    def bcast(self):
+        """Send the root solver's weights to the others: there are none."""
+
+    def __call__(self, layer_index):
+        """As net.after_backward(nccl): nothing to reduce."""
 
 
 class Timer:
@@ -83,7 +97,8 @@ class Timer:
         self._start, self._elapsed, self.running = None, 0.0, False
 
     def start(self):
-        self._start, self.running = time.perf_counter(), True
+        if not self.running:     # as Caffe's: start while running keeps the first start
+            self._start, self.running = time.perf_counter(), True
 
     def stop(self):
         if self.running:
@@ -98,3 +113,52 @@ class Timer:
     @property
     def seconds(self):
         return self.ms / 1e3
+
+
+class _PySolver(Solver):
+    """pycaffe's solver classes: SGDSolver(filename) & co. use their own update rule whatever
+    the file's `type` says, and take add_callback's other form, add_callback(nccl)."""
+    solver_type = None
+
+    def __init__(self, filename):
+        Solver.__init__(self, filename, solver_type=self.solver_type)
+
+    def add_callback(self, on_start, on_gradients_ready=None):
+        if on_gradients_ready is not None:
+            return Solver.add_callback(self, on_start, on_gradients_ready)
+        if not isinstance(on_start, NCCL):
+            raise TypeError("add_callback takes (on_start, on_gradients_ready) callables or an NCCL")
+
+
+class SGDSolver(_PySolver):
+    solver_type = "SGD"
+
+
+class NesterovSolver(_PySolver):
+    solver_type = "Nesterov"
+
+
+class AdaGradSolver(_PySolver):
+    solver_type = "AdaGrad"
+
+
+class RMSPropSolver(_PySolver):
+    solver_type = "RMSProp"
+
+
+class AdaDeltaSolver(_PySolver):
+    solver_type = "AdaDelta"
+
+
+class AdamSolver(_PySolver):
+    solver_type = "Adam"
+
+
+_SOLVERS = {c.solver_type: c for c in (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,
+                                       AdaDeltaSolver, AdamSolver)}
+
+
+def get_solver(filename):
+    """pycaffe's: the solver of the file's `type`, as an instance of its class (SGDSolver, ...)."""
+    cls = _SOLVERS.get(io.read_solver(str(filename)).type)
+    return cls(filename) if cls else Solver(filename)   # an unknown type: Solver says which exist

@@ -73,6 +73,9 @@ class Top:
     def to_proto(self):
         return to_proto(self)
 
+    def _update(self, params):
+        self.fn._update(params)
+
     def _to_proto(self, layers, names, autonames):
         return self.fn._to_proto(layers, names, autonames)
 
@@ -108,6 +111,9 @@ class Function:
             else:
                 self._autoname(self, names, autonames)
         return names[self]
+
+    def _update(self, params):
+        self.params.update(params)
 
     def _param_field(self):
         prefix = _SHARED_PARAM.get(self.type_name) or _param_names[self.type_name]
@@ -162,6 +168,19 @@ class NetSpec:
 
     __setitem__ = __setattr__
     __getitem__ = __getattr__
+
+    def __delitem__(self, name):
+        del self.tops[name]
+
+    def keys(self):
+        return list(self.tops)
+
+    def vals(self):
+        return list(self.tops.values())
+
+    def update(self, name, params):
+        """Change (or add) keyword parameters of the layer that makes top `name`."""
+        self.tops[name]._update(params)
 
     def to_proto(self):
         names = {v: k for k, v in self.tops.items()}
