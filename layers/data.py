@@ -4,14 +4,14 @@ import queue
 import threading
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
+from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe import rng
+from minicaffe.errors import CaffeError
 from minicaffe.layer import Layer, register
 from minicaffe.transform import Transformer, decode_datum
-
-
-_ENVS = {}
 
 
 class BatchSource(Layer):
@@ -93,36 +93,49 @@ class BatchSource(Layer):
 class Data(BatchSource):
     def open(self):
         dp = self.param.data_param
-        if dp.backend == pb.DataParameter.LEVELDB:
-            raise self.error("LEVELDB databases are not supported; convert the data to LMDB "
-                             "(e.g. minicaffe convert_imageset --backend lmdb) and set backend: LMDB")
         if not dp.batch_size:
             raise self.error("data_param.batch_size is required")
         self.prefetch = max(1, dp.prefetch)
+        src = dp.source
+        # LEVELDB is Caffe's default backend, so nets that read an LMDB often leave backend out
+        if dp.backend == pb.DataParameter.LEVELDB and not io.lmdb_data_file(src):
+            if not os.path.exists(src):
+                raise self.error(f"database '{src}' not found (backend: LEVELDB, the default; "
+                                 "minicaffe reads LMDB databases only)")
+            raise self.error(f"'{src}' is not an LMDB, and LevelDB (backend: LEVELDB, the default) is not "
+                             "supported; rebuild the data as an LMDB (minicaffe convert_imageset, "
+                             "convert_mnist_data or convert_cifar_data) and set backend: LMDB")
         try:
-            import lmdb
-        except ImportError:
-            raise self.error("LMDB data needs the lmdb package: pip install lmdb") from None
-        if not os.path.isdir(dp.source):
-            raise self.error(f"LMDB '{dp.source}' not found")
-        key = os.path.realpath(dp.source)
-        if key not in _ENVS:     # lmdb allows one open environment per path and process
-            _ENVS[key] = lmdb.open(dp.source, readonly=True, lock=False, readahead=False, max_readers=64)
-        self.env = _ENVS[key]
-        with self.env.begin() as txn:
-            self.keys = [k for k, _ in txn.cursor()]
+            self.env = io.open_lmdb(src)
+        except CaffeError as e:
+            raise self.error(str(e)) from None
+        self.keys = self._read(lambda txn: list(txn.cursor().iternext(values=False)))
         if not self.keys:
-            raise self.error(f"LMDB '{dp.source}' is empty")
+            raise self.error(f"LMDB '{src}' is empty")
+
+    def _read(self, fn):
+        """fn(txn) in a read transaction, an lmdb failure (a database being rewritten, a broken
+        file) becoming a CaffeError."""
+        import lmdb
+        try:
+            with self.env.begin() as txn:
+                return fn(txn)
+        except lmdb.Error as e:
+            raise self.error(f"cannot read LMDB '{self.param.data_param.source}': {e}") from None
 
     def make_batch(self, k):
         dp, tp = self.param.data_param, self.param.transform_param
         idx = self.indices(k, len(self.keys), dp.batch_size, dp.rand_skip)
+        values = self._read(lambda txn: [txn.get(self.keys[i]) for i in idx])
         datums = []
-        with self.env.begin() as txn:
-            for i in idx:
-                d = pb.Datum()
-                d.ParseFromString(txn.get(self.keys[i]))
-                datums.append(d)
+        for i, v in zip(idx, values):
+            d = pb.Datum()
+            try:
+                d.ParseFromString(v)
+            except (DecodeError, RuntimeError, TypeError) as e:
+                raise self.error(f"LMDB '{dp.source}': the entry {self.keys[i]!r} is not a Datum "
+                                 f"({e})") from None
+            datums.append(d)
         imgs = [decode_datum(d, tp.force_color, tp.force_gray) for d in datums]
         if any(im.shape != imgs[0].shape for im in imgs):
             raise self.error("images in one batch differ in size; resize them when converting")

@@ -1,5 +1,6 @@
 """Every byte minicaffe reads or writes: prototxt, caffemodel, solverstate, binaryproto, HDF5."""
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -230,45 +231,117 @@ def write_solverstate(path, st):
 
 
 # ---------------------------------------------------------------- LMDB
-def write_lmdb(path, items, map_size=1 << 34):
-    """Write (key bytes, value bytes) pairs to a new LMDB, as Caffe's db::LMDB does."""
+_LMDB_MAGIC = b"\xde\xc0\xef\xbe"   # a meta page's mm_magic, after the 16-byte page header
+_LMDB_ENVS = {}     # (device, inode) of a data file -> its read-only Environment, shared
+
+
+def _lmdb():
     try:
         import lmdb
     except ImportError:
-        raise CaffeError("LMDB output needs the lmdb package: pip install lmdb") from None
-    if os.path.exists(path):
-        raise CaffeError(f"{path} already exists; remove it first")
-    env = lmdb.open(path, map_size=map_size, subdir=True)
+        raise CaffeError("LMDB data needs the lmdb package: pip install lmdb") from None
+    return lmdb
+
+
+def lmdb_data_file(path):
+    """The data file of the LMDB at path (a directory holding data.mdb, or a one-file LMDB), or
+    None if path is not an LMDB."""
+    if os.path.isdir(path):
+        data = os.path.join(path, "data.mdb")
+        return data if os.path.exists(data) else None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return path if os.path.isfile(path) else None     # unreadable: lmdb will say why
+    return path if head[16:20] == _LMDB_MAGIC else None
+
+
+def _lmdb_error(path, e, doing="read"):
+    if "already open in this process" in str(e):
+        return CaffeError(f"cannot open LMDB '{path}': it is already open in this process (an "
+                          "lmdb.Environment in your script?); close it first (env.close())")
+    return CaffeError(f"cannot {doing} LMDB '{path}': {e}")
+
+
+def open_lmdb(path, share=True):
+    """A read-only Environment on the LMDB at path. lmdb refuses to open one database twice in a
+    process, so shared ones (Data layers, and readers while one is open) are kept and reused."""
+    lmdb = _lmdb()
+    data = lmdb_data_file(path)
+    if data is None:
+        if not os.path.exists(path):
+            raise CaffeError(f"LMDB '{path}' not found")
+        raise CaffeError(f"'{path}' is not an LMDB (a directory holding data.mdb, or an LMDB file)")
+    st = os.stat(data)
+    key = (st.st_dev, st.st_ino)      # a database rebuilt under the same name is another one
+    if key in _LMDB_ENVS:
+        return _LMDB_ENVS[key]
+    try:
+        env = lmdb.open(path, subdir=data != path, readonly=True, lock=False, readahead=False,
+                        max_readers=64)
+    except lmdb.Error as e:
+        raise _lmdb_error(path, e) from None
+    if share:
+        _LMDB_ENVS[key] = env
+    return env
+
+
+def write_lmdb(path, items, map_size=1 << 34):
+    """Write (key bytes, value bytes) pairs to a new LMDB, as Caffe's db::LMDB does. It is built in
+    a temporary directory beside path and renamed into place when complete, so an error, Ctrl-C or
+    a kill never leaves a half-made database under the name."""
+    lmdb = _lmdb()
+    if os.path.lexists(path):
+        raise CaffeError(f"{path} already exists: remove it first, or give another name "
+                         "(a database is never overwritten)")
+    parent, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(parent, f".tmp-{base}-{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        os.mkdir(tmp, 0o777)     # the umask decides the mode, as for any directory the user makes
+    except OSError as e:
+        raise CaffeError(f"cannot create LMDB '{path}': {e.strerror}") from None
     n = 0
     try:
-        txn = env.begin(write=True)
-        for key, value in items:
-            txn.put(key, value)
-            n += 1
-            if n % 1000 == 0:
-                txn.commit()
-                txn = env.begin(write=True)
-        txn.commit()
+        env = lmdb.open(tmp, map_size=map_size, subdir=True)
+        try:
+            txn = env.begin(write=True)
+            for key, value in items:
+                txn.put(key, value)
+                n += 1
+                if n % 1000 == 0:
+                    txn.commit()
+                    txn = env.begin(write=True)
+            txn.commit()
+        finally:
+            env.close()
+        if os.path.lexists(path):
+            raise CaffeError(f"{path} appeared while it was being written; the new database was dropped")
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            raise CaffeError(f"cannot move the new LMDB into place as '{path}': {e.strerror}") from None
+    except lmdb.Error as e:
+        raise _lmdb_error(path, e, "write") from None
     finally:
-        env.close()
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
     return n
 
 
 def read_lmdb(path):
     """Yield (key, value) pairs of an LMDB in key order."""
-    try:
-        import lmdb
-    except ImportError:
-        raise CaffeError("LMDB input needs the lmdb package: pip install lmdb") from None
-    if not os.path.isdir(path):
-        raise CaffeError(f"LMDB '{path}' not found")
-    env = lmdb.open(path, readonly=True, lock=False)
+    lmdb = _lmdb()
+    env = open_lmdb(path, share=False)
     try:
         with env.begin() as txn:
             for k, v in txn.cursor():
                 yield k, v
+    except lmdb.Error as e:
+        raise _lmdb_error(path, e) from None
     finally:
-        env.close()
+        if env not in _LMDB_ENVS.values():
+            env.close()
 
 
 def datum(array, label, encoded=None):

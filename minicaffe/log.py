@@ -24,13 +24,18 @@ def info(msg):
     stream.flush()
 
 
+def warning(msg, depth=2):
+    """A warning on stderr, as glog's LOG(WARNING): shown even when info lines are quiet."""
+    sys.stderr.write(_line("W", msg, depth))
+    sys.stderr.flush()
+
+
 def warn_once(msg):
-    """A warning on stderr, the first time only (asking for a GPU, say, in every script)."""
+    """A warning, the first time only (asking for a GPU, say, in every script)."""
     if msg in _said:
         return
     _said.add(msg)
-    sys.stderr.write(_line("W", msg, 2))
-    sys.stderr.flush()
+    warning(msg, 3)
 
 
 def cpu_only(what):

@@ -48,6 +48,8 @@ class Solver:
         self.requested = None
         self.progress = False      # the CLI turns it on when stderr is a terminal
         self.callbacks = []        # (on_start, on_gradients_ready), as pycaffe's add_callback
+        self.stop_on_nan = False   # a NaN/Inf loss stops step() with a snapshot (train --stop_on_nan)
+        self.finite = True         # the last loss was: a NaN is warned of once, not every iteration
         log.info(f"Solver type {sp.type}; Learning Rate Policy: {sp.lr_policy}")
 
     # ------------------------------------------------------------ nets
@@ -130,6 +132,8 @@ class Solver:
                 for _ in range(sp.iter_size):
                     loss += self.net.forward_backward()
                 loss /= sp.iter_size
+                if self._stop_for_nan(loss):
+                    break
                 self._update_smoothed_loss(loss, start_iter)
                 if display:
                     dt = time.time() - t0
@@ -159,6 +163,22 @@ class Solver:
             for s, h in old.items():
                 signal.signal(s, h)
 
+    def _stop_for_nan(self, loss):
+        """A NaN or infinite loss is warned of at the first iteration it shows (not at every one
+        after); with stop_on_nan, the weights as they were before it are snapshotted and step stops."""
+        was_finite, self.finite = self.finite, bool(np.isfinite(loss))
+        if self.finite:
+            return False
+        if was_finite or self.stop_on_nan:
+            log.warning(f"Iteration {self.iter}, loss = {loss}: the loss is not finite "
+                        "(a learning rate too high, or bad data?)")
+        if not self.stop_on_nan:
+            return False
+        log.info(f"Stopping at iteration {self.iter} (stop_on_nan), before its update")
+        self.snapshot()
+        self.requested = "stop_on_nan"
+        return True
+
     def solve(self, resume_file=None):
         sp = self.param
         log.info(f"Solving {self.net.name}")
@@ -167,6 +187,9 @@ class Solver:
             log.info(f"Restoring previous solver status from {resume_file}")
             self.restore(resume_file)
         self.step(sp.max_iter - self.iter)
+        if self.requested == "stop_on_nan":     # step took the snapshot
+            log.info("Optimization stopped: the loss is not finite.")
+            return
         stopped = self.requested == "stop"
         if sp.snapshot_after_train and (not sp.snapshot or self.iter % sp.snapshot != 0):
             self.snapshot()

@@ -1,6 +1,7 @@
 """convert_cifar_data: CIFAR-10 binary batches (or cifar-10-binary.tar.gz) -> train and test LMDBs."""
 import os
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -35,8 +36,11 @@ def read_batches(src):
             p = os.path.join(src, n)
             if not os.path.exists(p):
                 raise CaffeError(f"{p} not found")
-            with open(p, "rb") as f:
-                out[n] = f.read()
+            try:
+                with open(p, "rb") as f:
+                    out[n] = f.read()
+            except OSError as e:
+                raise CaffeError(f"cannot read {p}: {e.strerror}") from None
         return out
     try:
         with tarfile.open(src, "r:*") as tar:
@@ -44,7 +48,7 @@ def read_batches(src):
                 base = os.path.basename(m.name)
                 if base in want and m.isfile():
                     out[base] = tar.extractfile(m).read()
-    except (OSError, tarfile.TarError) as e:
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise CaffeError(f"cannot read {src}: {e}") from None
     missing = [n for n in want if n not in out]
     if missing:
@@ -55,8 +59,15 @@ def read_batches(src):
 def run(a):
     if a.backend != "lmdb":
         raise CaffeError("only the lmdb backend is supported")
+    dbs = [os.path.join(a.output, f"cifar10_{k}_lmdb") for k in ("train", "test")]
+    for db in dbs:      # both checked first: never one new database beside a refused one
+        if os.path.lexists(db):
+            raise CaffeError(f"{db} already exists: remove it first, or give another output folder")
     batches = read_batches(a.input)
-    os.makedirs(a.output, exist_ok=True)
+    try:
+        os.makedirs(a.output, exist_ok=True)
+    except OSError as e:
+        raise CaffeError(f"cannot create {a.output}: {e.strerror}") from None
 
     def gen(names):
         i = 0
@@ -67,7 +78,7 @@ def run(a):
                 yield f"{i:05d}".encode(), io.datum(im, lab).SerializeToString()
                 i += 1
     print("Writing Training data")
-    n1 = io.write_lmdb(os.path.join(a.output, "cifar10_train_lmdb"), gen(TRAIN_FILES))
+    n1 = io.write_lmdb(dbs[0], gen(TRAIN_FILES))
     print("Writing Testing data")
-    n2 = io.write_lmdb(os.path.join(a.output, "cifar10_test_lmdb"), gen([TEST_FILE]))
+    n2 = io.write_lmdb(dbs[1], gen([TEST_FILE]))
     print(f"Processed {n1} training and {n2} test images.")

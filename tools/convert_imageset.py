@@ -1,10 +1,11 @@
 """convert_imageset: a list file of 'path label' lines -> an LMDB of Datum, as Caffe's tool."""
 import io as _io
 import os
+import re
 
 import numpy as np
 
-from minicaffe import io
+from minicaffe import io, log
 from minicaffe.errors import CaffeError
 
 HELP = "convert a list of images to an LMDB"
@@ -34,40 +35,57 @@ def read_list(path):
                 if not line:
                     continue
                 name, _, label = line.rpartition(" ")
-                if not name or not label.lstrip("-").isdigit():
+                if not name or not re.fullmatch(r"-?[0-9]+", label):
                     raise CaffeError(f"{path}:{ln}: expected 'path label', got '{line}'")
+                if not -2 ** 31 <= int(label) < 2 ** 31:
+                    raise CaffeError(f"{path}:{ln}: label {label} does not fit Datum's int32")
                 items.append((name, int(label)))
     except OSError as e:
         raise CaffeError(f"cannot read {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise CaffeError(f"{path}: not a UTF-8 text list of 'path label' lines ({e.reason} at byte "
+                         f"{e.start})") from None
     return items
 
 
 def load(path, gray, h, w):
+    """The image as PIL reads it, or None (with a warning saying why) if it cannot be read: Caffe's
+    converter logs and skips such files."""
     from PIL import Image
     try:
         img = Image.open(path)
-        img = img.convert("L" if gray else "RGB")
-    except OSError as e:
-        raise CaffeError(f"cannot open image {path}: {e}") from None
-    if h and w:
-        img = img.resize((w, h), Image.BILINEAR)
+        img = img.convert("L" if gray else "RGB")       # decodes: a truncated file fails here
+        if h and w:
+            img = img.resize((w, h), Image.BILINEAR)
+    except FileNotFoundError:
+        log.warning(f"Could not open or find file {path}")
+        return None
+    except Exception as e:      # PIL raises many kinds for broken files (OSError, SyntaxError, ...)
+        log.warning(f"Could not decode file {path}: {e or type(e).__name__}; skipped")
+        return None
     return img
 
 
 def run(a):
     if a.backend != "lmdb":
         raise CaffeError("only the lmdb backend is supported")
+    if os.path.lexists(a.db):       # before reading any image, as Caffe's mkdir check
+        raise CaffeError(f"{a.db} already exists: remove it first, or give another name")
     items = read_list(a.listfile)
     if a.shuffle:
         order = np.random.default_rng(a.seed).permutation(len(items))
         items = [items[i] for i in order]
     size = None
+    skipped = []
 
     def gen():
         nonlocal size
         for i, (name, label) in enumerate(items):
             path = os.path.join(a.root_folder, name)
             img = load(path, a.gray, a.resize_height, a.resize_width)
+            if img is None:
+                skipped.append(path)
+                continue
             arr = np.asarray(img)
             chw = arr[None] if arr.ndim == 2 else arr[:, :, ::-1].transpose(2, 0, 1)  # BGR
             if a.check_size:
@@ -88,5 +106,10 @@ def run(a):
             else:
                 d = io.datum(chw, label)
             yield f"{i:08d}_{name}".encode(), d.SerializeToString()
+        if items and len(skipped) == len(items):
+            raise CaffeError(f"none of the {len(items)} images in {a.listfile} could be read "
+                             f"(the first: {skipped[0]}); no database written")
     n = io.write_lmdb(a.db, gen())
+    if skipped:
+        log.warning(f"Skipped {len(skipped)} of {len(items)} files that could not be read")
     print(f"Processed {n} files.")

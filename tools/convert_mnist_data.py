@@ -1,6 +1,7 @@
 """convert_mnist_data: MNIST IDX image and label files -> an LMDB of Datum, as Caffe's tool."""
 import gzip
 import struct
+import zlib
 
 import numpy as np
 
@@ -22,12 +23,14 @@ def read_idx(path, magic):
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except OSError as e:
+    except (OSError, EOFError, zlib.error) as e:     # a truncated .gz ends in EOFError
         raise CaffeError(f"cannot read {path}: {e}") from None
     if len(data) < 8 or struct.unpack(">I", data[:4])[0] != magic:
         raise CaffeError(f"{path}: wrong magic number, expected {magic} (not an IDX file of that kind)")
     n = struct.unpack(">I", data[4:8])[0]
     if magic == 2051:
+        if len(data) < 16:
+            raise CaffeError(f"{path}: truncated, {len(data)} bytes is shorter than the IDX3 header")
         rows, cols = struct.unpack(">II", data[8:16])
         body = np.frombuffer(data, np.uint8, offset=16)
         if body.size != n * rows * cols:

@@ -32,14 +32,16 @@ def stand_in_data(param, ph, level, stage):
         try:
             Net(_only(param, lp), phase=ph, level=level, stages=stage)
             continue
-        except CaffeError:
-            pass
+        except CaffeError as e:
+            why = str(e)
+        if not why.startswith(f"layer '{lp.name}'"):      # a mean file's error names only the file
+            why = f"layer '{lp.name}' ({lp.type}): {why}"
         batch = (lp.data_param.batch_size or lp.image_data_param.batch_size or
                  lp.hdf5_data_param.batch_size or lp.memory_data_param.batch_size or 1)
         shape = _declared_shape(lp, batch)
         if shape is None:
-            raise CaffeError(f"layer '{lp.name}': cannot read its data and cannot tell its shape")
-        log.info(f"Layer '{lp.name}' ({lp.type}): data not readable, timing with random blobs {shape}")
+            raise CaffeError(f"{why} (and without the data, time cannot tell the shape of its tops)")
+        log.info(f"{why}; timing with random blobs {shape} instead")
         tops = list(lp.top)
         lp.Clear()
         lp.name, lp.type = tops[0] + "_standin", "Input"

@@ -16,6 +16,8 @@ def add_arguments(p):
     p.add_argument("--snapshot", default="", help=".solverstate to resume from")
     p.add_argument("--sigint_effect", default="stop", choices=["stop", "snapshot", "none"])
     p.add_argument("--sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"])
+    p.add_argument("--stop_on_nan", action="store_true",
+                   help="stop at the first NaN or infinite loss, with a snapshot of the weights before it")
     add_net_state(p)
 
 
@@ -30,8 +32,12 @@ def run(a):
     solver = Solver(sp, sigint_effect=a.sigint_effect, sighup_effect=a.sighup_effect)
     solver.source = a.solver
     solver.progress = sys.stderr.isatty()     # a progress bar for people, never in logs
+    solver.stop_on_nan = a.stop_on_nan
     weights = [w for w in a.weights.split(",") if w] or list(sp.weights)
     for w in weights:
         log.info(f"Finetuning from {w}")
         solver.net.copy_trained_layers_from(w)     # in place: the test nets share these blobs
     solver.solve(a.snapshot or None)
+    if solver.requested == "stop_on_nan":
+        raise CaffeError(f"the loss is not finite at iteration {solver.iter}: stopped (--stop_on_nan) "
+                         f"with a snapshot of iteration {solver.iter}, before its update")
