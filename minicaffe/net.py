@@ -140,7 +140,7 @@ class Net:
                 log.info(f"{lp.name} <- {b}")
                 bottoms.append(self.blobs[b])
                 need_backward |= blob_need_bw[b]
-                bneed.append(blob_need_bw[b] and (pd[i] if pd else True))
+                bneed.append(pd[i] if pd else blob_need_bw[b])     # propagate_down: true forces it
             tops = []
             for i, t in enumerate(lp.top):
                 if i < len(lp.bottom) and t == lp.bottom[i]:

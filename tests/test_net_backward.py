@@ -104,3 +104,17 @@ def test_propagate_down_false_and_lr_mult_zero():
 def test_propagate_down_count_must_match():
     with pytest.raises(CaffeError, match="propagate_down must be given once per bottom"):
         net_from(WITH_LOSS.replace('top: "loss" }', 'top: "loss" propagate_down: true }'))
+
+
+def test_propagate_down_true_forces_a_gradient_into_an_input():
+    """Caffe's AppendBottom: an explicit propagate_down replaces the blob's own need."""
+    text = """
+    layer { name: "in" type: "Input" top: "x" top: "y" input_param { shape { dim: 4 dim: 3 } shape { dim: 4 } } }
+    layer { name: "ip" type: "InnerProduct" bottom: "x" top: "z" propagate_down: true
+            inner_product_param { num_output: 3 weight_filler { type: "gaussian" } } }
+    layer { name: "loss" type: "SoftmaxWithLoss" bottom: "z" bottom: "y" top: "loss" }
+    """
+    net = net_from(text)
+    assert net.bottom_need_backward[net.layer_names.index("ip")] == [True]
+    net.forward(x=np.ones((4, 3), np.float32), y=np.zeros(4, np.float32))
+    assert net.backward()["x"].any()
