@@ -7,6 +7,8 @@ import importlib
 import re
 import sys
 
+import numpy as np
+
 from . import log
 from .errors import CaffeError
 
@@ -35,7 +37,8 @@ def main(argv=None):
     if getattr(args, "gpu", None) is not None:
         log.cpu_only(f"-gpu {args.gpu}")
     try:
-        return modules[args.command].run(args) or 0
+        with np.errstate(all="ignore"):     # a diverging run says so in one warning line
+            return modules[args.command].run(args) or 0
     except CaffeError as e:
         print(f"minicaffe {args.command}: error: {e}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import io, log
 from . import minicaffe_pb2 as pb
-from .blob import Blob, BlobTooLarge, physical_memory
+from .blob import Blob, physical_memory
 from .errors import CaffeError
 from .layer import create_layer
 from .splits import insert_splits
@@ -157,7 +157,9 @@ class Net:
             log.info(f"Setting up {lp.name}")
             try:
                 layer.set_up(bottoms, tops)
-            except BlobTooLarge as e:
+            except CaffeError as e:        # a too large blob, a missing mean file: name the layer
+                if str(e).startswith("layer '"):
+                    raise
                 raise CaffeError(f"layer '{lp.name}' ({lp.type}): {e}") from None
             if len(lp.blobs):
                 self._load_layer_blobs(layer, lp.blobs, lp.name)
