@@ -6,7 +6,7 @@ import threading
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from minicaffe import io
+from minicaffe import io, log
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe import rng
 from minicaffe.errors import CaffeError
@@ -233,7 +233,9 @@ class MemoryData(Layer):
         self.shape = (p.batch_size, p.channels, p.height, p.width)
         if not p.batch_size:
             raise self.error("memory_data_param.batch_size is required")
-        self.transformer = Transformer(self.param.transform_param, self.phase)
+        if self.param.HasField("transform_param"):   # as Caffe's Reset: arrays are taken as they are
+            log.warning(f"layer '{self.name}': MemoryData does not transform arrays given with "
+                        "set_input_arrays; transform_param is ignored")
         self.data = None
         self.pos = 0
         top[0].reshape(self.shape)
@@ -256,6 +258,6 @@ class MemoryData(Layer):
             raise self.error("no data: call net.set_input_arrays(data, labels) first")
         b = self.shape[0]
         sl = slice(self.pos, self.pos + b)
-        top[0].data[...] = self.transformer(self.data[sl], rng.get())
+        top[0].data[...] = self.data[sl]
         top[1].data[...] = self.labels[sl]
         self.pos = (self.pos + b) % len(self.data)

@@ -65,8 +65,9 @@ def _user_error(where, exc, module):
     f = (user or frames or [None])[-1]
     at = f" at {f.filename}:{f.lineno}" if f is not None else ""
     msg = f"{where}: {type(exc).__name__}: {exc}{at}"
+    if isinstance(exc, CaffeError) or type(exc) in CaffeError.__mro__:
+        return CaffeError(msg)              # a RuntimeError already
     try:
-        err = type(type(exc).__name__, (type(exc), CaffeError), {"__str__": lambda self: msg})(msg)
-    except Exception:
-        err = CaffeError(msg)
-    return err
+        return type(type(exc).__name__, (type(exc), CaffeError), {"__str__": lambda self: msg})(msg)
+    except Exception:                       # a type that cannot be combined or built from a message
+        return CaffeError(msg)

@@ -276,9 +276,14 @@ class Solver:
 
     # ------------------------------------------------------------ snapshots
     def _prefix(self):
-        sp = self.param
+        """Caffe's: the solver file's path without its extension when no prefix is given, and the
+        solver file's name inside the prefix when the prefix is a directory."""
+        sp, named = self.param, self.source != "<solver>"
         if not sp.snapshot_prefix:
-            return os.path.splitext(self.source)[0] if self.source != "<solver>" else "snapshot"
+            return os.path.splitext(self.source)[0] if named else "snapshot"
+        if os.path.isdir(sp.snapshot_prefix):
+            stem = os.path.splitext(os.path.basename(self.source))[0] if named else "snapshot"
+            return os.path.join(sp.snapshot_prefix, stem)
         return sp.snapshot_prefix
 
     def snapshot(self):

@@ -272,3 +272,24 @@ def test_solver_classes_get_solver_and_nccl(net_path, tmp_path, monkeypatch):
             caffe.NCCL(s, uid)
     finally:
         caffe.set_solver_count(1)
+
+
+def test_snapshot_prefix_directory_takes_the_solver_name(net_path, tmp_path):
+    (tmp_path / "snaps").mkdir()
+    sp = tmp_path / "my_solver.prototxt"
+    sp.write_text(f"net: '{net_path}'\nbase_lr: 0.01\nlr_policy: 'fixed'\nmax_iter: 1\n"
+                  f"snapshot_prefix: '{tmp_path / 'snaps'}'")
+    solver = caffe.SGDSolver(str(sp))
+    model, state = solver.snapshot()
+    assert model == str(tmp_path / "snaps" / "my_solver_iter_0.caffemodel")
+
+
+def test_memory_data_takes_arrays_untransformed(tmp_path):
+    p = tmp_path / "m.prototxt"
+    p.write_text("layer { name: 'd' type: 'MemoryData' top: 'data' top: 'label' transform_param { scale: 0.5 } "
+                 "memory_data_param { batch_size: 2 channels: 1 height: 2 width: 2 } }")
+    net = caffe.Net(str(p), caffe.TEST)
+    x = np.arange(16, dtype=np.float32).reshape(4, 1, 2, 2)
+    net.set_input_arrays(x, np.arange(4, dtype=np.float32))
+    assert np.array_equal(net.forward()["data"], x[:2])
+    assert np.array_equal(net.forward()["data"], x[2:])
