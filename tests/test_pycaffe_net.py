@@ -293,3 +293,19 @@ def test_memory_data_takes_arrays_untransformed(tmp_path):
     net.set_input_arrays(x, np.arange(4, dtype=np.float32))
     assert np.array_equal(net.forward()["data"], x[:2])
     assert np.array_equal(net.forward()["data"], x[2:])
+
+
+def test_debug_info_logs_per_layer_means(net_path, tmp_path, monkeypatch):
+    import io as _io
+    from minicaffe import log
+    out = _io.StringIO()
+    monkeypatch.setattr(log, "stream", out)
+    sp = tmp_path / "s.prototxt"
+    sp.write_text(f"net: '{net_path}'\nbase_lr: 0.01\nlr_policy: 'fixed'\nmax_iter: 2\ndisplay: 1\n"
+                  "debug_info: true\nsnapshot_after_train: false")
+    caffe.SGDSolver(str(sp)).step(1)
+    text = out.getvalue()
+    assert "[Forward] Layer conv, top blob conv data:" in text
+    assert "[Forward] Layer ip, param blob 1 data:" in text
+    assert "[Backward] Layer ip, bottom blob conv diff:" in text
+    assert "[Backward] Layer conv, param blob 0 diff:" in text
