@@ -1,7 +1,8 @@
 """CmpConvolution and CmpInnerProduct: Convolution and InnerProduct plus the pruning mask
 (`sparse_ratio`) and optional k-means weight sharing (`quantize_term`, `class_num`)."""
 from minicaffe.layer import register
-from minicaffe.prune import WeightSharing, apply_mask, magnitude_mask
+from minicaffe.compress.mask import apply_mask, magnitude_mask
+from minicaffe.compress.sharing import WeightSharing
 
 from .conv import Convolution
 from .inner_product import InnerProduct

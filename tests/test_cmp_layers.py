@@ -5,7 +5,8 @@ import pytest
 import minicaffe
 from gradcheck import check_gradient, make_layer
 from minicaffe import io
-from minicaffe.prune import kmeans_1d, magnitude_mask
+from minicaffe.compress.mask import magnitude_mask
+from minicaffe.compress.sharing import kmeans_1d
 from nets import TINY_NET, write_tiny
 
 CMP_NET = TINY_NET.replace('type: "Convolution" bottom: "data" top: "conv1"\n  convolution_param {',

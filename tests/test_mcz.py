@@ -10,7 +10,8 @@ import pytest
 
 import minicaffe
 from minicaffe import io, mcz
-from minicaffe.prune import magnitude_mask, WeightSharing
+from minicaffe.compress.mask import magnitude_mask
+from minicaffe.compress.sharing import WeightSharing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENET = os.path.join(ROOT, "models/lenet/lenet.prototxt")

@@ -3,7 +3,7 @@ import numpy as np
 
 from minicaffe import io
 from minicaffe.errors import CaffeError
-from minicaffe.prune import magnitude_mask
+from minicaffe.compress.mask import magnitude_mask
 
 HELP = "prune a trained model by weight magnitude, without training"
 PRUNABLE = ("Convolution", "InnerProduct", "CmpConvolution", "CmpInnerProduct", "Deconvolution")
