@@ -121,6 +121,7 @@ class Solver:
                 if sp.random_seed >= 0:
                     rng.seed(sp.random_seed * 1000003 + self.iter + 1)
                 self.net.clear_param_diffs()
+                self._tell_iteration()
                 if sp.test_interval and self.iter % sp.test_interval == 0 and (
                         self.iter > 0 or sp.test_initialization):
                     self.test_all()
@@ -146,6 +147,7 @@ class Solver:
                     on_gradients_ready()
                 self.apply_update()
                 self.iter += 1
+                self._tell_iteration()      # a snapshot or the last test sees this iteration's masks
                 if self.progress:
                     done = (self.iter - start_iter) / max(iters, 1)
                     bar = "#" * int(30 * done)
@@ -162,6 +164,12 @@ class Solver:
                 sys.stderr.write("\n")
             for s, h in old.items():
                 signal.signal(s, h)
+
+    def _tell_iteration(self):
+        """Layers that change with the iteration (gradual pruning) learn it before its forward."""
+        for layer in self.net.layers:
+            if hasattr(layer, "on_iteration"):
+                layer.on_iteration(self.iter)
 
     def _stop_for_nan(self, loss):
         """A NaN or infinite loss is warned of at the first iteration it shows (not at every one

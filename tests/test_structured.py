@@ -67,3 +67,23 @@ def test_weight_granularity_is_magnitude_mask_and_out_axis():
         make_mask(w, 0.4, "kernel")
     with pytest.raises(ValueError, match="norm"):
         make_mask(w, 0.4, "filter", "L3")
+
+
+def test_cmp_layers_prune_whole_filters_and_keep_them_pruned(tmp_path):
+    import minicaffe
+    from nets import TINY_NET, write_tiny
+    net = TINY_NET.replace('type: "Convolution"', 'type: "CmpConvolution"').replace(
+        'convolution_param {', 'convolution_param { sparse_ratio: 0.34 prune_granularity: FILTER').replace(
+        'type: "InnerProduct"', 'type: "CmpInnerProduct"').replace(
+        'inner_product_param {', 'inner_product_param { sparse_ratio: 0.5 prune_granularity: CHANNEL '
+        'prune_norm: L2 transpose: true')
+    s = minicaffe.get_solver(write_tiny(tmp_path, net=net, max_iter=30, display=0, test_interval=0,
+                                        snapshot_after_train="false"))
+    conv, ip = (s.net.params[n][0] for n in ("conv1", "ip1"))
+    conv0, ip0 = conv.data.copy(), ip.data.copy()
+    assert ((conv0 == 0).all(axis=(1, 2, 3))).sum() == 1          # int(3 * 0.34) filters
+    assert ((ip0 == 0).all(axis=1)).sum() == int(48 * np.float32(0.5))   # transposed: inputs are rows
+    assert not (ip0 == 0).all(axis=0).any()
+    s.step(30)
+    for b, b0 in ((conv, conv0), (ip, ip0)):
+        assert (b.data[b0 == 0] == 0).all() and (b.data[b0 != 0] != b0[b0 != 0]).any()
