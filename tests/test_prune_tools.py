@@ -92,3 +92,66 @@ def test_cmp_layer_refuses_sparse_ratio_outside_0_1(ratio):
     x = np.ones((2, 4), np.float32)
     with pytest.raises(CaffeError, match=r"sparse_ratio .* not in \[0, 1\)"):
         make_layer(f'type: "CmpInnerProduct" inner_product_param {{ num_output: 3 sparse_ratio: {ratio} }}', [x])
+
+
+def units_zero(w, axis):
+    return int((np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1) == 0).all(axis=1).sum())
+
+
+def test_prune_by_filter_and_channel_writes_the_cmp_prototxt(tmp_path, capsys):
+    net, path = lenet_weights(tmp_path)
+    out = str(tmp_path / "f.caffemodel")
+    assert main(["prune", f"--model={LENET}", f"--weights={path}", "--granularity=filter", "--norm=L2",
+                 "--sparse-ratio=conv1=0.3,conv2=0.5,ip1=0.6", "-o", out]) == 0
+    assert "25/50" in capsys.readouterr().out
+    p = {lp.name: io.blob_to_array(lp.blobs[0]) for lp in io.read_weights(out).layer if len(lp.blobs)}
+    w0 = net.params["conv2"][0].data
+    norms = np.sqrt((w0.astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
+    gone = (p["conv2"] == 0).all(axis=(1, 2, 3))
+    assert gone.sum() == 25 and norms[gone].max() <= norms[~gone].min()        # the smallest L2 norms
+    assert units_zero(p["conv1"], 0) == 6 and units_zero(p["ip1"], 0) == 300
+    assert (p["conv2"][~gone] != 0).all() and not (p["ip2"] == 0).any()
+    model = io.read_net(str(tmp_path / "f.prototxt"))
+    layers = {lp.name: lp for lp in model.layer}
+    assert [layers[n].type for n in ("conv1", "conv2", "ip1", "ip2")] == \
+        ["CmpConvolution", "CmpConvolution", "CmpInnerProduct", "InnerProduct"]
+    cp = layers["conv2"].convolution_param
+    assert cp.sparse_ratio == np.float32(0.5) and cp.prune_granularity == pb.FILTER and cp.prune_norm == pb.L2
+    assert layers["conv2"].convolution_param.num_output == 50           # the rest of the net as it was
+    # loading the pair reproduces exactly the pruned weights
+    import minicaffe
+    again = minicaffe.Net(str(tmp_path / "f.prototxt"), out, minicaffe.TEST)
+    for n, w in p.items():
+        np.testing.assert_array_equal(again.params[n][0].data, w)
+
+    cm = str(tmp_path / "c.caffemodel")
+    assert main(["prune", f"--model={LENET}", f"--weights={path}", "--granularity=channel",
+                 "--sparse-ratio=0.5", "-o", cm, "--model-out", str(tmp_path / "c_net.prototxt")]) == 0
+    p = {lp.name: io.blob_to_array(lp.blobs[0]) for lp in io.read_weights(cm).layer if len(lp.blobs)}
+    assert units_zero(p["conv2"], 1) == 10 and units_zero(p["conv2"], 0) == 0
+    assert units_zero(p["ip1"], 1) == 400 and units_zero(p["conv1"], 1) == 0     # one input: int(0.5)
+    assert io.read_net(str(tmp_path / "c_net.prototxt")).layer[1].type == "CmpConvolution"
+    # never over the input model
+    assert main(["prune", f"--model={LENET}", f"--weights={path}", "--sparse-ratio=0.5",
+                 "-o", str(tmp_path / "x.caffemodel"), "--model-out", LENET]) == 1
+
+
+def test_finetuning_with_the_written_prototxt_keeps_the_zeros(tmp_path):
+    """The trap of issue 13: the pruned caffemodel with its plain prototxt trains the zeros back;
+    with the prototxt prune writes, they stay."""
+    import minicaffe
+    from nets import write_tiny
+    dense = minicaffe.get_solver(write_tiny(tmp_path, max_iter=10, display=0, test_interval=0))
+    dense.step(10)
+    dense.net.save(str(tmp_path / "dense.caffemodel"))
+    out = str(tmp_path / "pruned.caffemodel")
+    assert main(["prune", f"--model={tmp_path}/net.prototxt", f"--weights={tmp_path}/dense.caffemodel",
+                 "--sparse-ratio=conv1=0.34,ip1=0.8", "--granularity=filter", "-o", out]) == 0
+    plain, cmp = (open(f"{tmp_path}/{n}.prototxt").read() for n in ("net", "pruned"))
+    for text, stays in ((plain, False), (cmp, True)):
+        s = minicaffe.get_solver(write_tiny(tmp_path, net=text, name="ft.prototxt", max_iter=20,
+                                            display=0, test_interval=0))
+        s.net.copy_from(out)
+        s.step(20)
+        ip1 = s.net.params["ip1"][0].data
+        assert (units_zero(ip1, 0) == int(4 * 0.8)) == stays
