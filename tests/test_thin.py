@@ -107,7 +107,7 @@ layer { name: "d2" type: "Convolution" bottom: "d1" top: "d2" convolution_param 
 BRANCHY = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 12 dim: 12 } } }
 layer { name: "conv1" type: "CmpConvolution" bottom: "data" top: "conv1"
-  convolution_param { num_output: 8 kernel_size: 3 sparse_ratio: 0.1 } }
+  convolution_param { num_output: 8 kernel_size: 3 sparse_ratio: 0.1 prune_granularity: FILTER } }
 layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
 layer { name: "sc1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
 layer { name: "pr1" type: "PReLU" bottom: "conv1" top: "conv1" }
@@ -148,7 +148,7 @@ def test_concat_eltwise_batchnorm_scale_prelu_flatten(tmp_path):
     types = {lp.name: lp.type for lp in io.read_net(str(tmp_path / "thin.prototxt")).layer}
     assert types["conv1"] == "Convolution" and types["fc1"] == "InnerProduct"
     text = (tmp_path / "thin.prototxt").read_text()
-    assert "sparse_ratio" not in text and "class_num" not in text
+    assert "sparse_ratio" not in text and "prune_granularity" not in text
     x = np.random.RandomState(3).random_sample((2, 3, 12, 12)).astype(np.float32)
     same_outputs(net, small, x, ["fc2"])
 
