@@ -14,7 +14,10 @@ logged() {   # run a command with its log in a file; show the log's end if it fa
   "$@" > "$log" 2>&1 || { tail -n 20 "$log"; echo "failed: $* (log: $log)"; exit 1; }
 }
 
-[ -f $D/lenet_iter_2000.caffemodel ] || bash $D/train_lenet.sh
+if [ ! -f $D/lenet_iter_2000.caffemodel ]; then
+  echo "training the dense LeNet (log: $D/lenet_dense.log)"
+  logged $D/lenet_dense.log bash $D/train_lenet.sh
+fi
 echo "AGP pruning (log: $D/lenet_agp.log)"
 logged $D/lenet_agp.log minicaffe train --solver=$D/lenet_agp_solver.prototxt \
   --weights=$D/lenet_iter_2000.caffemodel
