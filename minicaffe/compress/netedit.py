@@ -42,8 +42,7 @@ class NetEdit:
         names = {lp.name for lp in self.net.layer}
         for wl in (weights.layer if weights is not None else ()):
             if wl.name in names and len(wl.blobs) and wl.name not in self.blobs:
-                arrays = [io.blob_to_array(bp, what=f"layer '{wl.name}' blob {i}")
-                          for i, bp in enumerate(wl.blobs)]
+                arrays = [io.blob_to_array(bp) for bp in wl.blobs]
                 self.blobs[wl.name] = self._canonical(self.layer(wl.name), arrays)
 
     @classmethod
