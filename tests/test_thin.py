@@ -239,3 +239,26 @@ def test_cli_writes_both_files_and_a_table(tmp_path, capsys, monkeypatch):
     assert io.read_net(out + ".prototxt").layer[1].convolution_param.num_output == 18
     pb.NetParameter().ParseFromString(open(out + ".caffemodel", "rb").read())
     assert cli.main(["thin", "--model", model, "--weights", weights, "--keep", "ip9", "-o", out]) == 1
+
+
+def test_netedit_replaces_a_layer_by_two(tmp_path):
+    """The edit a low-rank factorization makes: ip1 (W = U V) becomes ip1_v then ip1_u."""
+    net, model, weights = pruned(tmp_path, LENET, {})
+    edit = NetEdit.load(model, weights)
+    w, b = edit.weights("ip1")
+    u, sv, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
+    old = edit.layer("ip1")
+    first, second = pb.LayerParameter(), pb.LayerParameter()
+    first.CopyFrom(old)
+    first.name, first.top[0] = "ip1_v", "ip1_v"
+    first.inner_product_param.num_output, first.inner_product_param.bias_term = len(sv), False
+    del first.param[1:]
+    second.CopyFrom(old)
+    second.name, second.bottom[0] = "ip1_u", "ip1_v"
+    edit.replace("ip1", [first, second], {"ip1_v": [sv[:, None] * vt], "ip1_u": [u, b]})
+    m, w2 = edit.save(str(tmp_path / "lowrank"))
+    names = [lp.name for lp in io.read_net(m).layer]
+    assert names[names.index("pool2") + 1: names.index("pool2") + 3] == ["ip1_v", "ip1_u"]
+    small = minicaffe.Net(m, minicaffe.TEST, weights=w2)
+    x = np.random.RandomState(4).random_sample((64, 1, 28, 28)).astype(np.float32)
+    same_outputs(net, small, x, ["ip1", "prob"])
