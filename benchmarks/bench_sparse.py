@@ -1,5 +1,8 @@
 """Dense vs sparse (sliced CSR) forward products at several sparsities, and the pruned digits
-LeNet's whole forward pass with the sparse path allowed or not. Prints figures; never asserts."""
+LeNet's whole forward pass with the sparse path allowed or not. Prints figures; never asserts.
+
+`python benchmarks/bench_sparse.py --runs 10`: only the LeNet comparison, ten times in a row with
+fresh nets, at batch 1 and 64 (is the pruned net ever slower than dense?)."""
 import os
 import time
 
@@ -90,7 +93,66 @@ def lenet_table():
         print(f"{batch:>5} {d:>9.3f} {s:>18.3f} {d / s:>7.2f}x  {paths}")
 
 
+def fresh_net(weights, x):
+    net = minicaffe.Net(os.path.join(ROOT, "models/lenet/lenet.prototxt"), weights, minicaffe.TEST)
+    net.blobs["data"].reshape(x.shape)
+    net.blobs["data"].data[...] = x
+    return net
+
+
+def dense_forward(net):
+    with sparse.dense_only():
+        net.forward_from_to()
+
+
+def alternate(dense, pruned, reps):
+    """A forward of each in turn, `reps` times: the two lists of times (s)."""
+    td, tp = [], []
+    for _ in range(reps):
+        s = time.perf_counter()
+        dense_forward(dense)
+        m = time.perf_counter()
+        pruned.forward_from_to()
+        td.append(m - s)
+        tp.append(time.perf_counter() - m)
+    return td, tp
+
+
+def lenet_runs(runs=10, reps=100):
+    """The same pruned net dense and with the sparse products allowed, both fresh each run (so each
+    run makes its own choices), timed in alternation, a forward of one then of the other: first the
+    forwards in which the pruned net tries its products (sparse.TRIAL_CALLS, totals shown apart),
+    then `reps` more (medians)."""
+    weights = os.path.join(ROOT, "models/digits/lenet_compressed.caffemodel")
+    if not os.path.exists(weights):
+        print("\n(models/digits/lenet_compressed.caffemodel missing: run models/digits/prune_finetune.sh)")
+        return
+    n = sparse.TRIAL_CALLS
+    print(f"\npruned digits LeNet, {runs} runs in a row, fresh nets each run; whole forward pass, median "
+          f"of {reps} alternating forwards after {n} more (totals: the trial)\n"
+          f"{'run':>3} {'batch':>5} {'dense ms':>9} {'pruned ms':>10} {'speed-up':>8}   "
+          f"{'trial: dense ms':>15} {'pruned ms':>9}  paths")
+    worst = {}
+    for run in range(1, runs + 1):
+        for batch in (1, 64):
+            x = np.random.rand(batch, 1, 28, 28).astype(np.float32)
+            dense, pruned = fresh_net(weights, x), fresh_net(weights, x)
+            trial = [sum(t) * 1e3 for t in alternate(dense, pruned, n)]
+            td, tp = alternate(dense, pruned, reps)
+            d, p = sparse.median(td) * 1e3, sparse.median(tp) * 1e3
+            worst[batch] = min(worst.get(batch, float("inf")), d / p)
+            paths = " ".join(f"{n}:{getattr(l, 'path', '-')}"
+                             for n, l in pruned.layer_dict.items() if l.blobs)
+            print(f"{run:>3} {batch:>5} {d:>9.3f} {p:>10.3f} {d / p:>7.2f}x   {trial[0]:>15.2f} "
+                  f"{trial[1]:>9.2f}  {paths}")
+    print("worst speed-up: " + ", ".join(f"batch {b} {r:.2f}x" for b, r in worst.items()))
+
+
 if __name__ == "__main__":
+    import sys
     log.quiet = True
-    product_table()
-    lenet_table()
+    if "--runs" in sys.argv:
+        lenet_runs(int(sys.argv[sys.argv.index("--runs") + 1]))
+    else:
+        product_table()
+        lenet_table()
