@@ -13,7 +13,8 @@ from . import log
 from .errors import CaffeError
 
 COMMANDS = ["train", "test", "time", "convert_imageset", "convert_mnist_data", "convert_cifar_data",
-            "compute_image_mean", "prune", "inspect", "compress", "decompress", "draw", "thin"]
+            "compute_image_mean", "prune", "inspect", "compress", "decompress", "draw", "thin",
+            "sensitivity"]
 
 
 def _caffe_flags(argv):
