@@ -143,6 +143,8 @@ def test_tool_errors(setup, tmp_path):
     base = ["--model", setup["model"], "--weights", setup["weights"], "-o", str(tmp_path / "s.csv")]
     with pytest.raises(CaffeError, match="no prunable layer named nope.*conv1, ip1"):
         run_tool(*base, "--layers", "conv1,nope")
+    from minicaffe.cli import main
+    assert main(["sensitivity", *base, "--layers", "nope"]) == 1
     with pytest.raises(CaffeError, match=r"\[0, 1\)"):
         run_tool(*base, "--ratios", "0.5,1.0")
     with pytest.raises(CaffeError, match="not a comma-separated list"):

@@ -83,7 +83,7 @@ def run(a):
         base = os.path.splitext(a.output)[0]
         io.atomic_write(base + ".ratios", (flag + "\n").encode())
         wrote.append(base + ".ratios")
-        print(f"\nwithin {a.budget:g} points of the unpruned accuracy, one layer at a time: "
+        print(f"\nwithin {a.budget:g} points of the accuracy as given, one layer at a time: "
               + ", ".join(f"{n} {r:g}" for n, r in proposal.items()))
         if flag:
             norm = "" if a.granularity == "weight" else f" --norm={a.norm}"

@@ -131,7 +131,7 @@ def sweep(net, layers, ratios, granularity="weight", norm="L1", iterations=None,
 
 def propose(points, budget):
     """Per layer, the largest ratio before the first whose accuracy falls more than `budget`
-    points (percentage points) below the unpruned net's; 0 when even the first does."""
+    points (percentage points) below the net as given (ratio 0); 0 when even the first does."""
     out = {}
     for name in dict.fromkeys(p.layer for p in points):
         mine = sorted((p for p in points if p.layer == name), key=lambda p: p.ratio)
@@ -157,7 +157,7 @@ def write_csv(path, points):
 
 def plot(path, points, title, budget=None, proposal=None):
     """Accuracy against the layer's sparsity, one line per layer (its own colour and marker, so that
-    lines lying on one another still show), the unpruned accuracy dashed; the left panel spans every
+    lines lying on one another still show), the accuracy as given dashed; the left panel spans every
     point, the right one zooms on the top, where the layers part. Stars: the proposed ratios."""
     import matplotlib
     matplotlib.use("Agg")
@@ -179,7 +179,8 @@ def plot(path, points, title, budget=None, proposal=None):
                 at = next(p for p in mine if p.ratio == proposal[name])
                 ax.plot([100 * at.sparsity], [100 * at.accuracy], marker="*", markersize=16,
                         color=line.get_color(), markeredgecolor="black", zorder=5)
-        ax.axhline(base, color="black", linestyle="--", linewidth=1, label=f"unpruned {base:.2f}%")
+        ax.axhline(base, color="black", linestyle="--", linewidth=1,
+                   label=f"weights as given {base:.2f}%")
         if budget:
             ax.axhline(base - budget, color="gray", linestyle=":", linewidth=1.2,
                        label=f"budget: {budget:g} point{'' if budget == 1 else 's'} below")
