@@ -23,7 +23,7 @@ def test_structured_mask_matches_reference(shape, norm, granularity, axis):
     w[2] *= 0.01              # one small filter, so L1 and L2 choices are not trivially random
     for r in (0.0, 0.2, 0.34, 0.5, 0.9):
         m = make_mask(w, r, granularity, norm)
-        assert m.dtype == np.float32 and m.shape == w.shape
+        assert m.dtype == np.float32 and m.shape == w.shape and m.flags.c_contiguous
         cut = reference_units(w, r, axis, norm)
         for i in range(shape[axis]):
             unit = np.take(m, i, axis=axis)

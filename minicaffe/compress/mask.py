@@ -55,7 +55,7 @@ def make_mask(w, ratio, granularity="weight", norm="L1", out_axis=0):
     keep = magnitude_mask(slice_norms(w, axis, norm), ratio)
     shape = [1] * w.ndim
     shape[axis] = -1
-    return np.broadcast_to(keep.reshape(shape), w.shape).astype(np.float32)
+    return np.broadcast_to(keep.reshape(shape), w.shape).astype(np.float32, order="C")
 
 
 def apply_mask(blob, mask):
