@@ -15,6 +15,7 @@ Layout (little-endian; documented in README.md):
 Nothing in the file is executed; every count is checked against the bytes that remain before
 anything is allocated.
 """
+import math
 import struct
 import zlib
 
@@ -158,7 +159,10 @@ class _Reader:
         if ndim > 8:
             self.fail(f"a blob with {ndim} axes")
         shape = self.unpack(f"{ndim}I")
-        count = int(np.prod(shape, dtype=np.int64))
+        problem = io.shape_problem(shape)
+        if problem:
+            self.fail(f"blob {problem}")
+        count = math.prod(shape)
         (kind,) = self.unpack("B")
         if kind == RAW32:
             return np.frombuffer(self.take(4 * count), np.float32).reshape(shape).copy()
@@ -217,9 +221,4 @@ def decode(data, path="<mcz>"):
 
 
 def read(path):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise CaffeError(f"cannot read {path}: {e.strerror}") from None
-    return decode(data, path)
+    return decode(io.read_file(path), path)

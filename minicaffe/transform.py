@@ -9,22 +9,49 @@ from . import minicaffe_pb2 as pb
 from .errors import CaffeError
 
 
+# Formats OpenCV's imdecode reads (Caffe decodes with it); others, such as EPS, which Pillow
+# hands to Ghostscript, are refused.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF", "JPEG2000", "SUN")
+# Pixels an encoded image may claim per byte of the Datum (beyond a megapixel): deflate expands
+# at most 1032-fold, and a forged header must not make the decoder allocate gigabytes.
+MAX_PIXELS_PER_BYTE = 1032
+
+
 def decode_datum(d, force_color=False, force_gray=False):
-    """A Datum as a (C, H, W) array: raw bytes, float_data, or an encoded image."""
+    """A Datum as a (C, H, W) array: raw bytes, float_data, or an encoded image. A Datum whose
+    values do not fill its shape, or whose image does not decode, is a CaffeError."""
     if d.encoded:
-        from PIL import Image
-        img = Image.open(_io.BytesIO(d.data))
+        return _decode_image(d.data, force_color, force_gray)
+    c, h, w = d.channels, d.height, d.width
+    if min(c, h, w) <= 0:
+        raise CaffeError(f"a Datum of shape {c}x{h}x{w} (channels x height x width); each must be > 0")
+    n, got = c * h * w, len(d.data) or len(d.float_data)
+    if got != n:
+        raise CaffeError(f"a Datum of shape {c}x{h}x{w} needs {n} values, it holds {got}")
+    if d.data:
+        return np.frombuffer(d.data, np.uint8).reshape(c, h, w)
+    return np.asarray(d.float_data, np.float32).reshape(c, h, w)
+
+
+def _decode_image(data, force_color, force_gray):
+    from PIL import Image
+    try:
+        img = Image.open(_io.BytesIO(data), formats=IMAGE_FORMATS)
+        w, h = img.size
+        if w * h > MAX_PIXELS_PER_BYTE * len(data) + (1 << 20):
+            raise CaffeError(f"an encoded Datum of {len(data)} bytes claims a {w}x{h} image")
         if force_gray:
             img = img.convert("L")
-        elif force_color or img.mode not in ("L",):
+        elif force_color or img.mode != "L":
             img = img.convert("RGB")
         a = np.asarray(img)
-        if a.ndim == 2:
-            return a[None]
-        return a[:, :, ::-1].transpose(2, 0, 1)   # Caffe stores BGR, as OpenCV decodes
-    if d.data:
-        return np.frombuffer(d.data, np.uint8).reshape(d.channels, d.height, d.width)
-    return np.asarray(d.float_data, np.float32).reshape(d.channels, d.height, d.width)
+    except CaffeError:
+        raise
+    except Exception as e:      # Pillow reports a broken image with any of a dozen exception types
+        raise CaffeError(f"an encoded Datum does not decode as an image ({type(e).__name__}: {e})") from None
+    if a.ndim == 2:
+        return a[None]
+    return a[:, :, ::-1].transpose(2, 0, 1)   # Caffe stores BGR, as OpenCV decodes
 
 
 class Transformer:
@@ -49,8 +76,9 @@ class Transformer:
     def __call__(self, batch, rs):
         """batch: (B, C, H, W) uint8 or float; rs: the random stream for crops and mirrors."""
         tp = self.tp
+        b, c, h, w = batch.shape
+        self.out_shape(c, h, w)
         x = batch.astype(np.float32)
-        b, c, h, w = x.shape
         if self.mean is not None:
             m = self.mean
             if m.ndim == 1:

@@ -110,3 +110,33 @@ def test_bad_files_give_clear_errors(tmp_path):
     g.write_bytes(b"\xff\xff\xff\xff")
     with pytest.raises(CaffeError, match="garbage.caffemodel"):
         io.read_weights(str(g))
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for a test, and put the old one back."""
+    old = os.umask(0o022)
+    yield lambda m: os.umask(m)
+    os.umask(old)
+
+
+def test_written_files_get_the_umask_permissions(tmp_path, umask):
+    """Caffe's files are 0644 under the usual umask 022, so others on a shared server can read
+    snapshots; mkstemp's 0600 must not leak through the atomic write."""
+    from minicaffe import mcz
+    net = minicaffe.Net(os.path.join(ROOT, "models/lenet/lenet.prototxt"), minicaffe.TEST)
+    st = pb.SolverState(iter=1, learned_net="x")
+    io.array_to_blob(np.zeros(3), st.history.add())
+    writers = {"w.caffemodel": lambda p: net.save(p), "w.caffemodel.h5": lambda p: net.save(p),
+               "s.solverstate": lambda p: io.write_solverstate(p, st),
+               "s.solverstate.h5": lambda p: io.write_solverstate(p, st),
+               "m.binaryproto": lambda p: io.write_blobproto(p, np.zeros((1, 2))),
+               "w.mcz": lambda p: mcz.write(p, net.to_proto()),
+               "n.prototxt": lambda p: io.write_text(p, pb.NetParameter(name="n"))}
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        umask(mask)
+        assert io.umask() == mask
+        for name, write in writers.items():
+            path = str(tmp_path / f"{mask:o}-{name}")
+            write(path)
+            assert os.stat(path).st_mode & 0o777 == mode, (name, oct(mask))
