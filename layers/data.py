@@ -136,7 +136,12 @@ class Data(BatchSource):
                 raise self.error(f"LMDB '{dp.source}': the entry {self.keys[i]!r} is not a Datum "
                                  f"({e})") from None
             datums.append(d)
-        imgs = [decode_datum(d, tp.force_color, tp.force_gray) for d in datums]
+        imgs = []
+        for i, d in zip(idx, datums):
+            try:
+                imgs.append(decode_datum(d, tp.force_color, tp.force_gray))
+            except CaffeError as e:
+                raise self.error(f"LMDB '{dp.source}': the entry {self.keys[i]!r}: {e}") from None
         if any(im.shape != imgs[0].shape for im in imgs):
             raise self.error("images in one batch differ in size; resize them when converting")
         labels = np.array([d.label for d in datums], np.float32)

@@ -255,3 +255,14 @@ def test_solverstate_learned_net_must_be_a_path(tmp_path):
     p.write_bytes(pb.SolverState(iter=1, learned_net="a\nb.caffemodel").SerializeToString())
     with pytest.raises(CaffeError, match=r"learned_net 'a\\nb.caffemodel' is not a file name"):
         io.read_solverstate(str(p))
+
+
+def test_data_layer_names_the_bad_entry(tmp_path):
+    good = io.datum(np.zeros((1, 4, 4), np.uint8), 0).SerializeToString()
+    bad = pb.Datum(channels=1, height=4, width=4, data=bytes(15)).SerializeToString()
+    io.write_lmdb(str(tmp_path / "db"), [(b"000", good), (b"001", bad)])
+    net = io.parse_text(f'layer {{ name: "d" type: "Data" top: "data" top: "label" data_param {{ '
+                        f'source: "{tmp_path}/db" batch_size: 2 backend: LMDB }} }}', pb.NetParameter())
+    with pytest.raises(CaffeError, match=r"layer 'd' \(Data\): LMDB .*db': the entry b'001': a Datum of "
+                                         r"shape 1x4x4 needs 16 values, it holds 15"):
+        minicaffe.Net(net, minicaffe.TRAIN)
