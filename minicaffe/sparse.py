@@ -278,11 +278,12 @@ class Shape:
     First a trial: the products take turns, call by call (each one's first call untimed: caches,
     first-call costs), until each has TRIAL timed calls; then `pick`. Timed in place, between the
     net's other layers and spread over TRIAL forwards, not back to back in one call: measured that
-    way (3 runs each, the fastest) a product that won alone lost in the net, the pruned LeNet's
-    batch-64 forward 0.62-0.75x dense on this shared 2-core host. Then, while a sparse product
-    is chosen, every RECHECK-th call runs dense in its place (the same output), timed with the
-    call of the chosen one just before; when over CHECKS such pairs the chosen one's median is
-    no better than dense's, the trial starts again."""
+    way (3 runs each, the fastest; or 5 alternating rounds, medians) a product that won alone lost
+    in the net, the pruned LeNet's batch-64 forward 0.5-0.8x dense in 1 to 5 runs of 10 on this
+    2-core host shared with other processes (all 10 at 1.05x or more since). Then, while a sparse
+    product is chosen, every RECHECK-th call runs dense in its place (the same output), timed with
+    the call of the chosen one just before; when over CHECKS such pairs the chosen one's median
+    is no better than dense's, the trial starts again."""
 
     def __init__(self, names):
         self.names = list(names)
@@ -349,7 +350,8 @@ class SparseChooser:
         if not ENABLED:
             return None
         csr = self._current(blob, rows)
-        if csr is not None and self.shapes and all(s.choice == "dense" for s in self.shapes.values()):
+        settled = self.shapes and all(s.choice == "dense" for s in self.shapes.values())
+        if csr is not None and settled:
             self.native += 1
             return None if self.native % PROBE else csr
         return csr
