@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 import minicaffe
-from minicaffe import io, log
+from minicaffe import io, log, sparse
 from minicaffe import minicaffe_pb2 as pb
 
 NET = "models/digits/lenet_train_test.prototxt"
@@ -34,7 +34,7 @@ def forward_ms(prototxt, weights, images, runs=30):
             lp.input_param.shape.add().dim.extend([BATCH])
     net = minicaffe.Net(param, weights, minicaffe.TEST)
     net.blobs[param.layer[0].top[0]].data[...] = images[:BATCH]
-    for _ in range(3):        # warm up (and let sparse layers pick their product)
+    for _ in range(sparse.TRIAL_CALLS):     # warm up, and let sparse layers pick their product
         net.forward()
     times = []
     for _ in range(runs):
