@@ -38,7 +38,11 @@ def pruned(tmp_path, model, zero, seed=0):
             blobs[1].data[...] = rs.uniform(0.5, 2, blobs[1].shape)    # variances
             blobs[2].data[...] = 0.8                                    # the moving-average factor
     for name, filters in zero.items():
-        net.params[name][0].data[filters] = 0
+        w = net.params[name][0].data
+        if net.layer_dict[name].param.inner_product_param.transpose:     # (inputs, outputs)
+            w[:, filters] = 0
+        else:
+            w[filters] = 0
     weights = str(tmp_path / "pruned.caffemodel")
     net.save(weights)
     return net, model, weights
@@ -121,7 +125,7 @@ layer { name: "sum" type: "Eltwise" bottom: "conv3a" bottom: "conv3b" top: "sum"
 layer { name: "relu3" type: "ReLU" bottom: "sum" top: "sum" relu_param { negative_slope: 0.1 } }
 layer { name: "pool2" type: "Pooling" bottom: "sum" top: "pool2" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
 layer { name: "flat" type: "Flatten" bottom: "pool2" top: "flat" }
-layer { name: "fc1" type: "CmpInnerProduct" bottom: "flat" top: "fc1" inner_product_param { num_output: 7 } }
+layer { name: "fc1" type: "CmpInnerProduct" bottom: "flat" top: "fc1" inner_product_param { num_output: 7 transpose: true } }
 layer { name: "bn2" type: "BatchNorm" bottom: "fc1" top: "fc1" }
 layer { name: "relu4" type: "ReLU" bottom: "fc1" top: "fc1" }
 layer { name: "drop" type: "Dropout" bottom: "fc1" top: "fc1" }
@@ -137,7 +141,7 @@ def test_concat_eltwise_batchnorm_scale_prelu_flatten(tmp_path):
     s = shapes(small)
     assert s["conv1"] == (6, 3, 3, 3) and s["conv2a"] == (4, 6, 1, 1) and s["conv2b"] == (5, 6, 1, 1)
     assert s["conv3a"] == (4, 15, 1, 1) and s["conv3b"] == (4, 15, 1, 1)    # the union: 2 only
-    assert s["fc1"] == (6, 4 * 9) and s["fc2"] == (4, 6)
+    assert s["fc1"] == (4 * 9, 6) and s["fc2"] == (4, 6)     # fc1 is transposed
     for name in ("bn1", "sc1", "pr1"):
         assert all(b.data.shape[0] in (6, 1) for b in small.params[name])
     assert small.params["bn2"][0].data.shape == (6,)
