@@ -34,7 +34,7 @@ def parse_ratios(text):
     """One ratio for all layers, or name=ratio pairs; each in [0, 1)."""
     def ratio(val, what):
         try:
-            r = float(val)
+            r = float(np.float32(val))     # as the Cmp layer reads it from its prototxt
         except ValueError:
             raise CaffeError(f"--sparse-ratio: {what}") from None
         if not 0 <= r < 1:

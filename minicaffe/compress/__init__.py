@@ -1,2 +1,4 @@
-"""Every compression method, one module each: mask (magnitude pruning, the one mask mechanism),
-sharing (k-means weight sharing)."""
+"""Every compression method, one module each: mask (the one mask mechanism; magnitude, filter and
+channel masks), sharing (k-means weight sharing), schedule (gradual pruning, AGP), netedit (edits a
+net and its weights together), thin (removes pruned filters), sensitivity (per-layer pruning
+curves)."""
