@@ -8,7 +8,7 @@ import numpy as np
 from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.errors import CaffeError
-from minicaffe.compress.mask import GRANULARITIES, NORMS, make_mask
+from minicaffe.compress.mask import GRANULARITIES, NORMS, make_mask, pruned_count
 
 HELP = "prune a trained model by weight magnitude or by filter/channel norm, without training"
 PRUNABLE = ("Convolution", "InnerProduct", "CmpConvolution", "CmpInnerProduct", "Deconvolution")
@@ -34,7 +34,7 @@ def parse_ratios(text):
     """One ratio for all layers, or name=ratio pairs; each in [0, 1)."""
     def ratio(val, what):
         try:
-            r = float(np.float32(val))     # as the Cmp layer reads it from its prototxt
+            r = float(val)
         except ValueError:
             raise CaffeError(f"--sparse-ratio: {what}") from None
         if not 0 <= r < 1:
@@ -101,7 +101,7 @@ def run(a):
     else:
         # one threshold across all layers: the k-th smallest |w| of all of them together
         allw = np.concatenate([np.abs(io.blob_to_array(lp.blobs[0])).ravel() for lp in layers])
-        k = int(allw.size * ratios)
+        k = pruned_count(allw.size, ratios)
         thr = np.sort(allw)[k - 1] if k else -1
         chosen = [(lp, float((np.abs(io.blob_to_array(lp.blobs[0])) <= thr).mean())) for lp in layers]
     print(f"{'layer':<12} {'ratio':>6} {'weights':>9} {'pruned':>9}" +

@@ -11,15 +11,21 @@ GRANULARITIES = ("weight", "filter", "channel")
 NORMS = ("L1", "L2")
 
 
+def pruned_count(n, ratio):
+    """int(n * ratio) in float32, as a C++ float ratio from a prototxt gives it: the same count
+    whether the ratio comes as the prototxt's float32 0.9 (0.8999999761...) or as Python's 0.9."""
+    return int(np.float32(n) * np.float32(ratio))
+
+
 def magnitude_mask(w, ratio):
-    """Keep all but the k = int(n * ratio) smallest |w|, and never revive a weight that is already 0.
+    """Keep all but the k = pruned_count(n, ratio) smallest |w|, and never revive a weight that is
+    already 0.
 
     Ties at the threshold are broken by position (lower flat index is pruned first), so exactly k
     weights are cut when fewer than k are zero already; when more are, those stay zero.
     """
     flat = np.abs(w).ravel()
-    n = flat.size
-    k = int(n * ratio)
+    k = pruned_count(flat.size, ratio)
     keep = flat != 0
     if k > 0:
         order = np.argsort(flat, kind="stable")
@@ -37,7 +43,7 @@ def slice_norms(w, axis, norm="L1"):
 
 
 def make_mask(w, ratio, granularity="weight", norm="L1", out_axis=0):
-    """A 0/1 float32 mask of w's shape pruning int(n * ratio) of its units: single weights by
+    """A 0/1 float32 mask of w's shape pruning pruned_count(n, ratio) of its units: single weights by
     magnitude, or whole output filters / input channels by their L1 or L2 norm (Li et al. 2017).
 
     `out_axis` is the axis of the output filters (0 for Convolution and InnerProduct, 1 for a
