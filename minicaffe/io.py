@@ -316,14 +316,13 @@ def _h5():
 _H5_MAX_EXPANSION = 1032
 
 
-class _H5Reader:
+class H5Reader:
     """Checked reads from an HDF5 file: each dataset is refused, before it is read, unless it is
     a plain numeric array (or string) whose size the bytes in the file can account for."""
 
     def __init__(self, path, what, data=None):
-        self.h5py, self.path, self.what = _h5(), path, what
-        self.data = read_file(path) if data is None else data
-        self.size = len(self.data)
+        self.h5py, self.path, self.what, self.data = _h5(), path, what, data
+        self.size = os.path.getsize(path) if data is None else len(data)
 
     def fail(self, msg):
         raise CaffeError(f"{self.path}: {msg}; not a Caffe HDF5 {self.what}")
@@ -344,8 +343,9 @@ class _H5Reader:
         ds = self.node(parent, name, self.h5py.Dataset)
         if ds.shape is None or ds.dtype.kind not in kinds or ds.dtype.fields or ds.dtype.subdtype:
             self.fail(f"'{ds.name}' holds {ds.dtype} of shape {ds.shape}")
-        if ds.ndim > MAX_AXES:
-            self.fail(f"'{ds.name}' has {ds.ndim} axes")
+        problem = shape_problem(ds.shape)
+        if problem:
+            self.fail(f"'{ds.name}' has {problem}")
         plist = ds.id.get_create_plist()
         if plist.get_external_count():
             self.fail(f"'{ds.name}' keeps its data in other files")
@@ -385,6 +385,8 @@ class _H5Reader:
     def vlen_bytes(self, ds):
         """A variable-length string, found in the file's bytes: HDF5 itself loops forever on some
         corrupted global heaps (an object of size 0), so it is not asked to."""
+        if self.data is None:
+            self.data = read_file(self.path)
         d, off = self.data, ds.id.get_offset()
         version = d[8] if len(d) > 16 and d.startswith(HDF5_SIGNATURE) else -1
         sizes = d[13:15] if version in (0, 1) else d[9:11] if version in (2, 3) else b""
@@ -418,7 +420,7 @@ class _H5Reader:
 
 
 def _read_weights_h5(path, data=None):
-    r = _H5Reader(path, "weights file", data)
+    r = H5Reader(path, "weights file", data)
     net = pb.NetParameter()
 
     def read(f):
@@ -448,7 +450,7 @@ def read_solverstate(path):
     """A SolverState, binary or HDF5, with whole history blobs and a learned_net that is a path."""
     data = read_file(path)
     if is_hdf5(path) or data.startswith(HDF5_SIGNATURE):
-        r = _H5Reader(path, "solverstate", data)
+        r = H5Reader(path, "solverstate", data)
         st = pb.SolverState()
 
         def read(f):

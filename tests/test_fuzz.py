@@ -25,7 +25,7 @@ from minicaffe import minicaffe_pb2 as pb
 from minicaffe.errors import CaffeError
 from nets import TINY_NET, write_tiny
 
-EXAMPLES = int(os.environ.get("MINICAFFE_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("MINICAFFE_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(derandomize=not os.environ.get("MINICAFFE_FUZZ_RANDOM"), max_examples=EXAMPLES, deadline=timedelta(seconds=5), database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
@@ -267,16 +267,26 @@ def _close_lmdbs():
     getattr(io, "_LMDB_ENVS", {}).clear()
 
 
+def _mutate_inside(value, ops):
+    """A well-formed Datum whose image bytes (or pixels) and dims are mutated."""
+    d = pb.Datum()
+    d.ParseFromString(value)
+    d.data = mutate(d.data, ops)
+    if not d.encoded and ops[0][0] in ("set", "flip"):
+        setattr(d, ("channels", "height", "width")[ops[0][1] % 3], ops[0][2] - 128)
+    return d.SerializeToString()
+
+
 @FUZZ
-@given(seed=st.sampled_from(["datum", "float datum", "PNG", "JPEG"]), ops=MUTATIONS,
+@given(seed=st.sampled_from(["datum", "float datum", "PNG", "JPEG"]), ops=MUTATIONS, inside=st.booleans(),
        force=st.sampled_from(["", "force_color: true", "force_gray: true"]))
-def test_lmdb_datum(seeds, work, seed, ops, force):
+def test_lmdb_datum(seeds, work, seed, ops, inside, force):
     """A Datum's bytes as the Data layer reads them from an LMDB: parsed, decoded, transformed. An
     encoded image may claim 1032 pixels per byte (deflate's limit), then float32 copies of them."""
     db = work / "db"
     _close_lmdbs()
     shutil.rmtree(db, ignore_errors=True)
-    value = mutate(seeds[seed], ops)
+    value = (_mutate_inside if inside else mutate)(seeds[seed], ops)
     io.write_lmdb(str(db), [(b"0", value)], map_size=1 << 22)
     net = pb.NetParameter()
     io.parse_text(DATA_NET.format(db=db, force=force), net)
