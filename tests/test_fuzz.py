@@ -5,6 +5,7 @@ size, never a hang.
 
 Hypothesis runs with a fixed seed and few examples in CI; MINICAFFE_FUZZ_EXAMPLES=5000 runs each
 target that many times to hunt for new bugs, and MINICAFFE_FUZZ_RANDOM=1 with new random cases."""
+import faulthandler
 import io as _io
 import os
 import shutil
@@ -26,7 +27,8 @@ from minicaffe.errors import CaffeError
 from nets import TINY_NET, write_tiny
 
 EXAMPLES = int(os.environ.get("MINICAFFE_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(derandomize=not os.environ.get("MINICAFFE_FUZZ_RANDOM"), max_examples=EXAMPLES, deadline=timedelta(seconds=5), database=None,
+FUZZ = settings(derandomize=not os.environ.get("MINICAFFE_FUZZ_RANDOM"), max_examples=EXAMPLES,
+                deadline=timedelta(seconds=5), database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 HANG = 10           # seconds: a read still running then is a hang
@@ -73,12 +75,14 @@ def loads_or_refuses(read, path, data, per_byte, slack=SLACK):
         f.write(data)
     old = signal.signal(signal.SIGALRM, _hang)
     signal.setitimer(signal.ITIMER_REAL, HANG)
+    faulthandler.dump_traceback_later(3 * HANG, exit=True)   # a hang in C code, which the alarm cannot stop
     tracemalloc.start()
     try:
         read(str(path))
     except CaffeError as e:
         assert str(e)
     finally:
+        faulthandler.cancel_dump_traceback_later()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
         peak = tracemalloc.get_traced_memory()[1]
@@ -91,9 +95,10 @@ LEGACY_NET = """
 name: "old"
 input: "data"
 input_dim: 2 input_dim: 3 input_dim: 4 input_dim: 4
+layers { name: "d" type: DATA top: "x" top: "label" include { phase: TRAIN }
+         data_param { source: "db" batch_size: 2 mean_file: "m" crop_size: 2 mirror: true } }
 layers { name: "conv" type: CONVOLUTION bottom: "data" top: "conv" blobs_lr: 1 blobs_lr: 2
-         weight_decay: 1 weight_decay: 0
-         convolution_param { num_output: 2 kernel_size: 3 mean_file: "m" } }
+         weight_decay: 1 weight_decay: 0 convolution_param { num_output: 2 kernel_size: 3 } }
 layers { name: "relu" type: RELU bottom: "conv" top: "conv" }
 """
 
@@ -135,11 +140,10 @@ def seeds(tmp_path_factory):
     s = Seeds(net=TINY_NET.encode(), legacy=LEGACY_NET.encode())
     solver = minicaffe.get_solver(write_tiny(d, max_iter=1, test_interval=0, display=0))
     s["solver"] = (d / "solver.prototxt").read_bytes()
-    _, state = solver.snapshot()
-    s["solverstate"] = open(state, "rb").read()
+    states = [solver.snapshot()[1]]
     solver.param.snapshot_format = pb.SolverParameter.HDF5
-    _, state = solver.snapshot()
-    s["solverstate.h5"] = open(state, "rb").read()
+    states.append(solver.snapshot()[1])
+    s["solverstate"], s["solverstate.h5"] = (open(p, "rb").read() for p in states)
     net = tiny_net()
     net.save(str(d / "w.caffemodel"))
     net.save(str(d / "w.caffemodel.h5"))
@@ -160,12 +164,17 @@ def seeds(tmp_path_factory):
         buf = _io.BytesIO()
         Image.fromarray(img.transpose(1, 2, 0)).save(buf, fmt)
         s[fmt] = io.datum(img, 2, encoded=buf.getvalue()).SerializeToString()
-    s["solver obj"], s["dir"] = solver, d
-    for name, read in (("w.caffemodel", tiny_net().copy_trained_layers_from),
-                       ("w.caffemodel.h5", tiny_net().copy_trained_layers_from),
-                       ("w.mcz", tiny_net().copy_trained_layers_from),
-                       ("mean.binaryproto", io.read_blobproto), ("solver.prototxt", io.read_solver)):
-        read(str(d / name))     # warm up: imports and compiled kernels are not the reader's doing
+    s["solver obj"] = solver
+    # every seed reads as it is; imports and compiled kernels are warm before memory is counted
+    for name in ("net", "legacy", "solver"):
+        (d / f"{name}.prototxt").write_bytes(s[name])
+        (io.read_solver if name == "solver" else io.read_net)(str(d / f"{name}.prototxt"))
+    (d / "legacy.caffemodel").write_bytes(s["legacy.caffemodel"])
+    for name in ("w.caffemodel", "w.caffemodel.h5", "legacy.caffemodel", "w.mcz"):
+        tiny_net().copy_trained_layers_from(str(d / name))
+    for state in states:
+        solver.restore(state)
+    io.read_blobproto(str(d / "mean.binaryproto"))
     yield s
     log.quiet = False
 
