@@ -16,6 +16,8 @@ from . import minicaffe_pb2 as pb
 from .errors import CaffeError
 from .upgrade import upgrade_net, upgrade_solver
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
 
 # ---------------------------------------------------------------- text
 def parse_text(text, msg, path="<string>"):
@@ -70,8 +72,9 @@ def decode_text(data, path):
     col = len(data[start:pos].decode("utf-8", "replace")) + 1
     where = f"{path}:{line}:{col}: byte 0x{data[pos]:02x} is not text"
     if looks_binary(data):
-        raise CaffeError(f"{where}: the file looks binary (a .caffemodel, .solverstate or "
-                         ".binaryproto?), not a prototxt")
+        kind = ("an HDF5 file" if data.startswith(HDF5_SIGNATURE) else "a .mcz compressed model"
+                if data.startswith(b"MCZ\0") else "a .caffemodel, .solverstate or .binaryproto?")
+        raise CaffeError(f"{where}: the file looks binary ({kind}), not a prototxt")
     raise CaffeError(f"{where}: a stray binary byte in the prototxt; it must be UTF-8 text")
 
 
@@ -271,9 +274,6 @@ def write_blobproto(path, a):
 
 
 # ---------------------------------------------------------------- weights
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
 def is_hdf5(path):
     return str(path).endswith(".h5")
 
