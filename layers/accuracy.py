@@ -32,8 +32,12 @@ class Accuracy(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.outer, -1, self.inner)
         c = x.shape[1]
-        lab = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
+        raw = bottom[1].data.reshape(self.outer, self.inner)
+        lab = np.where(np.isfinite(raw), raw, -1).astype(np.int64)
         valid = np.ones(lab.shape, bool) if self.ignore is None else lab != self.ignore
+        bad = valid & ((lab < 0) | (lab >= c))
+        if bad.any():
+            raise self.error(f"label {raw[bad][0]:g} is outside [0, {c})")
         safe = np.where(valid, lab, 0)
         true = np.take_along_axis(x, safe[:, None, :], axis=1)
         better = (x >= true).sum(axis=1) - 1          # classes scoring at least as high, ties count

@@ -200,7 +200,6 @@ class HDF5Data(BatchSource):
         BatchSource.setup(self, bottom, top)
 
     def open(self):
-        import h5py
         p = self.param.hdf5_data_param
         try:
             with open(p.source) as f:
@@ -209,14 +208,12 @@ class HDF5Data(BatchSource):
             raise self.error(f"cannot read HDF5 file list {p.source}: {e.strerror}") from None
         arrays = {n: [] for n in self.top_names}
         for fn in files:
-            try:
-                with h5py.File(fn, "r") as h:
-                    for n in self.top_names:
-                        if n not in h:
-                            raise self.error(f"{fn} has no dataset '{n}'")
-                        arrays[n].append(np.asarray(h[n], np.float32))
-            except OSError as e:
-                raise self.error(f"cannot read {fn}: {e}") from None
+            if not os.path.isfile(fn):
+                raise self.error(f"HDF5 file {fn} (listed in {p.source}) not found")
+            r = io.H5Reader(fn, "HDF5 data file")
+            found = r.run(lambda h: [r.read(h, name, "fiu") for name in self.top_names])
+            for name, a in zip(self.top_names, found):
+                arrays[name].append(np.asarray(a, np.float32))
         self.arrays = [np.concatenate(arrays[n]) for n in self.top_names]
         if len({len(a) for a in self.arrays}) != 1:
             raise self.error("datasets differ in their number of rows")

@@ -81,11 +81,12 @@ class SoftmaxWithLoss(LossLayer):
         x = bottom[0].data.reshape(self.outer, -1, self.inner)
         c = x.shape[1]
         self.prob = softmax(x, 1)
-        lab = bottom[1].data.reshape(self.outer, self.inner).astype(np.int64)
+        raw = bottom[1].data.reshape(self.outer, self.inner)
+        lab = np.where(np.isfinite(raw), raw, -1).astype(np.int64)
         self.valid = np.ones(lab.shape, bool) if self.ignore is None else lab != self.ignore
-        if np.any(self.valid & ((lab < 0) | (lab >= c))):
-            bad = lab[self.valid & ((lab < 0) | (lab >= c))][0]
-            raise self.error(f"label {bad} is outside [0, {c})")
+        bad = self.valid & ((lab < 0) | (lab >= c))
+        if bad.any():
+            raise self.error(f"label {raw[bad][0]:g} is outside [0, {c})")
         self.lab = np.where(self.valid, lab, 0)
         p = np.take_along_axis(self.prob, self.lab[:, None, :], axis=1)[:, 0, :]
         loss = -np.log(np.maximum(p, FLT_MIN))[self.valid].sum(dtype=np.float64)

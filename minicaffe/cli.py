@@ -41,7 +41,8 @@ def main(argv=None):
         with np.errstate(all="ignore"):     # a diverging run says so in one warning line
             return modules[args.command].run(args) or 0
     except CaffeError as e:
-        print(f"minicaffe {args.command}: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split("\n"))      # one line, whatever a file's names hold
+        print(f"minicaffe {args.command}: error: {msg}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"minicaffe {args.command}: interrupted", file=sys.stderr)

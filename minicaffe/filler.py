@@ -29,11 +29,15 @@ def fill(fp, shape):
     r = rng.get()
     shape = check_size(shape)
     t = fp.type
+    if 0 in shape:              # nothing to draw (and no fan to divide by)
+        return np.zeros(shape, np.float32)
     if t == "constant":
         return np.full(shape, fp.value, np.float32)
     if t == "uniform":
         return r.uniform(fp.min, fp.max, shape).astype(np.float32)
     if t == "gaussian":
+        if fp.std < 0:
+            raise CaffeError(f"gaussian filler: std must not be negative, got {fp.std:g}")
         x = r.normal(fp.mean, fp.std, shape).astype(np.float32)
         if fp.sparse >= 0:
             if len(shape) < 2:

@@ -84,7 +84,10 @@ def read_text(path, msg):
 
 def read_net(path):
     """A NetParameter from prototxt, with legacy V1 layers and net inputs upgraded."""
-    return upgrade_net(read_text(path, pb.NetParameter()), path)
+    net = upgrade_net(read_text(path, pb.NetParameter()), path)
+    if not net.ByteSize():
+        raise CaffeError(f"{path}: the file is empty (no net in it)")
+    return net
 
 
 def read_solver(path):

@@ -19,9 +19,10 @@ ACTIONS = ("stop", "snapshot", "none")
 
 
 class Solver:
-    def __init__(self, solver, sigint_effect="stop", sighup_effect="snapshot", solver_type=None):
+    def __init__(self, solver, sigint_effect="stop", sighup_effect="snapshot", solver_type=None,
+                 source=None):
         if isinstance(solver, pb.SolverParameter):
-            self.param, self.source = solver, "<solver>"
+            self.param, self.source = solver, source or "<solver>"
         else:
             self.param, self.source = io.read_solver(str(solver)), str(solver)
         sp = self.param

@@ -53,8 +53,8 @@ def test_through_the_command_line(files):
               r"w\.caffemodel:\d+:\d+: .*looks binary"),
              (["train", f"--solver={f['w.caffemodel']}"], r"w\.caffemodel:\d+:\d+: .*looks binary"),
              (["train", f"--solver={f['empty.prototxt']}"], r"exactly one train net"),
-             (["test", f"--model={f['empty.prototxt']}", f"--weights={f['w.caffemodel']}"], r"no layers"),
-             (["time", f"--model={f['empty.prototxt']}"], r"no layers")]
+             (["test", f"--model={f['empty.prototxt']}", f"--weights={f['w.caffemodel']}"], r"empty"),
+             (["time", f"--model={f['empty.prototxt']}"], r"empty")]
     procs = [subprocess.Popen([sys.executable, "-m", "minicaffe.cli", *args], cwd=ROOT, text=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for args, _ in cases]
     for p, (args, pattern) in zip(procs, cases):

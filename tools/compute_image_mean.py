@@ -1,5 +1,6 @@
 """compute_image_mean: the mean image of an LMDB of Datum, written as a binaryproto."""
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
@@ -17,9 +18,12 @@ def add_arguments(p):
 
 def run(a):
     total, n = None, 0
-    for _, v in io.read_lmdb(a.db):
+    for key, v in io.read_lmdb(a.db):
         d = pb.Datum()
-        d.ParseFromString(v)
+        try:
+            d.ParseFromString(v)
+        except (DecodeError, RuntimeError) as e:
+            raise CaffeError(f"{a.db}: the entry {key!r} is not a Datum ({e})") from None
         x = decode_datum(d).astype(np.float64)
         if total is None:
             total = np.zeros_like(x)

@@ -29,8 +29,7 @@ def run(a):
         sp.train_state.level = a.level
     for s in stages(a):
         sp.train_state.stage.append(s)
-    solver = Solver(sp, sigint_effect=a.sigint_effect, sighup_effect=a.sighup_effect)
-    solver.source = a.solver
+    solver = Solver(sp, sigint_effect=a.sigint_effect, sighup_effect=a.sighup_effect, source=a.solver)
     solver.progress = sys.stderr.isatty()     # a progress bar for people, never in logs
     solver.stop_on_nan = a.stop_on_nan
     weights = [w for w in a.weights.split(",") if w] or list(sp.weights)
