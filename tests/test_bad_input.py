@@ -268,3 +268,17 @@ def test_data_layer_names_the_bad_entry(tmp_path):
     with pytest.raises(CaffeError, match=r"layer 'd' \(Data\): LMDB .*db': the entry b'001': a Datum of "
                                          r"shape 1x4x4 needs 16 values, it holds 15"):
         minicaffe.Net(net, minicaffe.TRAIN)
+
+
+def test_labels_and_fillers_out_of_range_are_clear_errors():
+    from gradcheck import forward, make_layer
+    from minicaffe.filler import fill
+    x = np.zeros((3, 4), np.float32)
+    for label in (np.nan, 7, -2):
+        for t in ('type: "SoftmaxWithLoss"', 'type: "Accuracy"'):
+            layer, bottom, top = make_layer(t, [x, np.array([0, label, 1], np.float32)])
+            with pytest.raises(CaffeError, match=r"label .* is outside \[0, 4\)"):
+                forward(layer, bottom, top)
+    with pytest.raises(CaffeError, match="std must not be negative"):
+        fill(pb.FillerParameter(type="gaussian", std=-1), (2, 2))
+    assert fill(pb.FillerParameter(type="xavier"), (0, 3)).shape == (0, 3)
