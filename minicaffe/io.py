@@ -289,7 +289,7 @@ def read_weights(path, fmt=None):
     if fmt == "hdf5" or is_hdf5(path):
         return _read_weights_h5(path)
     if str(path).endswith(".mcz"):
-        from . import mcz
+        from .compress import mcz
         return mcz.read(path)
     data = read_file(path)
     if data.startswith(HDF5_SIGNATURE):      # an HDF5 model under another name

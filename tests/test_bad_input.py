@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import minicaffe
-from minicaffe import io, mcz
+from minicaffe import io
+from minicaffe.compress import mcz
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.cli import main
 from minicaffe.errors import CaffeError

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minicaffe
-from minicaffe import io, log, mcz
+from minicaffe import io, log
+from minicaffe.compress import mcz
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.errors import CaffeError
 from nets import TINY_NET, write_tiny

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import minicaffe
-from minicaffe import io, mcz
+from minicaffe import io
+from minicaffe.compress import mcz
 from minicaffe.compress.mask import magnitude_mask
 from minicaffe.compress.sharing import WeightSharing
 

@@ -123,7 +123,7 @@ def umask():
 def test_written_files_get_the_umask_permissions(tmp_path, umask):
     """Caffe's files are 0644 under the usual umask 022, so others on a shared server can read
     snapshots; mkstemp's 0600 must not leak through the atomic write."""
-    from minicaffe import mcz
+    from minicaffe.compress import mcz
     net = minicaffe.Net(os.path.join(ROOT, "models/lenet/lenet.prototxt"), minicaffe.TEST)
     st = pb.SolverState(iter=1, learned_net="x")
     io.array_to_blob(np.zeros(3), st.history.add())

@@ -1,5 +1,6 @@
 """minicaffe compress: a caffemodel -> .mcz (sparse gaps + codebook indices, Huffman-coded)."""
-from minicaffe import io, mcz
+from minicaffe import io
+from minicaffe.compress import mcz
 from minicaffe.net import Net
 
 HELP = "store a pruned / weight-shared model compactly (.mcz)"

@@ -1,5 +1,6 @@
 """minicaffe decompress: a .mcz back to a caffemodel with the same blobs."""
-from minicaffe import io, mcz
+from minicaffe import io
+from minicaffe.compress import mcz
 
 HELP = "turn a .mcz back into a .caffemodel"
 

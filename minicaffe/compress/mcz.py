@@ -21,9 +21,11 @@ import zlib
 
 import numpy as np
 
-from . import huffman, io
-from . import minicaffe_pb2 as pb
-from .errors import CaffeError
+from minicaffe import io
+from minicaffe import minicaffe_pb2 as pb
+from minicaffe.errors import CaffeError
+
+from . import huffman
 
 MAGIC = b"MCZ\0"
 VERSION = 1
