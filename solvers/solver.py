@@ -277,9 +277,15 @@ class Solver:
                 g *= b.mask            # a pruned weight never moves
             b.data -= g
 
-    def add_callback(self, on_start, on_gradients_ready):
+    def add_callback(self, on_start, on_gradients_ready=None):
         """pycaffe's: call on_start() before each iteration's forward, on_gradients_ready() between
-        its backward and the update."""
+        its backward and the update; or add_callback(obj) with those two methods (pycaffe's NCCL)."""
+        if on_gradients_ready is None:
+            if not (callable(getattr(on_start, "on_start", None)) and
+                    callable(getattr(on_start, "on_gradients_ready", None))):
+                raise TypeError("add_callback takes (on_start, on_gradients_ready) callables, or an "
+                                "object with on_start() and on_gradients_ready() (an NCCL)")
+            on_start, on_gradients_ready = on_start.on_start, on_start.on_gradients_ready
         self.callbacks.append((on_start, on_gradients_ready))
 
     def share_weights(self, net):
@@ -348,7 +354,3 @@ class Solver:
         for layer in self.net.layers:
             if hasattr(layer, "skip_batches"):
                 layer.skip_batches(self.iter * self.param.iter_size)
-
-
-def get_solver(path, **kw):
-    return Solver(path, **kw)

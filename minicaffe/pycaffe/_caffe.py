@@ -3,9 +3,8 @@ counts, the layer list, the solver classes. There is no GPU here: asking for one
 stays on the CPU."""
 import time
 
-from minicaffe import io, log, rng
+from minicaffe import log, rng
 from minicaffe.layer import REGISTRY, Layer  # noqa: F401  (caffe.Layer: Python layers subclass it)
-from minicaffe.solvers import Solver
 
 __version__ = "1.0.0"
 _solver_count, _solver_rank, _multiprocess = 1, 0, False
@@ -89,6 +88,12 @@ class NCCL:
     def __call__(self, layer_index):
         """As net.after_backward(nccl): nothing to reduce."""
 
+    def on_start(self):
+        """As solver.add_callback(nccl): nothing to share."""
+
+    def on_gradients_ready(self):
+        pass
+
 
 class Timer:
     """pycaffe's Timer: start/stop, milliseconds, seconds."""
@@ -113,52 +118,3 @@ class Timer:
     @property
     def seconds(self):
         return self.ms / 1e3
-
-
-class _PySolver(Solver):
-    """pycaffe's solver classes: SGDSolver(filename) & co. use their own update rule whatever
-    the file's `type` says, and take add_callback's other form, add_callback(nccl)."""
-    solver_type = None
-
-    def __init__(self, filename):
-        Solver.__init__(self, filename, solver_type=self.solver_type)
-
-    def add_callback(self, on_start, on_gradients_ready=None):
-        if on_gradients_ready is not None:
-            return Solver.add_callback(self, on_start, on_gradients_ready)
-        if not isinstance(on_start, NCCL):
-            raise TypeError("add_callback takes (on_start, on_gradients_ready) callables or an NCCL")
-
-
-class SGDSolver(_PySolver):
-    solver_type = "SGD"
-
-
-class NesterovSolver(_PySolver):
-    solver_type = "Nesterov"
-
-
-class AdaGradSolver(_PySolver):
-    solver_type = "AdaGrad"
-
-
-class RMSPropSolver(_PySolver):
-    solver_type = "RMSProp"
-
-
-class AdaDeltaSolver(_PySolver):
-    solver_type = "AdaDelta"
-
-
-class AdamSolver(_PySolver):
-    solver_type = "Adam"
-
-
-_SOLVERS = {c.solver_type: c for c in (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,
-                                       AdaDeltaSolver, AdamSolver)}
-
-
-def get_solver(filename):
-    """pycaffe's: the solver of the file's `type`, as an instance of its class (SGDSolver, ...)."""
-    cls = _SOLVERS.get(io.read_solver(str(filename)).type)
-    return cls(filename) if cls else Solver(filename)   # an unknown type: Solver says which exist
