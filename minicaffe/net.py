@@ -114,10 +114,9 @@ class Net:
         self.layers, self._layer_names = [], []
         self.bottom_vecs, self.top_vecs, self.bottom_name_vecs, self.top_name_vecs = [], [], [], []
         self.loss_tops = []        # (blob, weight)
-        self.loss_weight_of = {}     # blob name -> its nonzero loss weight
+        self.loss_weight_of = {}   # blob name -> its nonzero loss weight
         owners = {}                # shared param name -> (layer, index, blob)
         self.learnable_params, self.params_lr, self.params_weight_decay = [], [], []
-        self.param_display_names = []   # per learnable param: its name, or its index in its layer
         self.layer_params = OrderedDict()
         blob_need_bw = {}          # blob name -> needs backward (Caffe's blob_need_backward_)
         self.layer_need_backward, self.bottom_need_backward, self.param_propagate_down = [], [], []
@@ -204,7 +203,6 @@ class Net:
                 self.learnable_params.append(blob)
                 self.params_lr.append(spec.lr_mult)
                 self.params_weight_decay.append(spec.decay_mult)
-                self.param_display_names.append(spec.name or str(i))
             need_backward |= any(propagate)
             if need_backward:
                 for t in lp.top:
