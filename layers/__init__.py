@@ -1,4 +1,4 @@
 """Every layer type; importing this package registers them all."""
-from . import (accuracy, cmp, conv, data, eltwise, embed, hdf5_output, input, inner_product,  # noqa: F401
+from . import (accuracy, cmp, conv, data, distillation, eltwise, embed, hdf5_output, input, inner_product,  # noqa: F401
                loss, lrn, neuron, normalization, pooling, python_layer, recurrent, reduction,
                select, shape, softmax, window_data)
