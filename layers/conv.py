@@ -5,6 +5,7 @@ import numpy as np
 from minicaffe import gemm, kernels
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.sparse import SparseChooser
+from minicaffe.compress.quantize import forward_int8
 from minicaffe.filler import fill
 from minicaffe.layer import Layer, canonical_axis, prod, register
 
@@ -143,6 +144,8 @@ class Convolution(ConvBase):
         kernels.split(part, nt, nt)
 
     def forward(self, bottom, top):
+        if forward_int8(self, bottom, top):      # weights read from an int8 .mcz
+            return
         m = self.num_output
         csr = None
         if self.phase == pb.TEST and self.group == 1:

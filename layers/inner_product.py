@@ -4,6 +4,7 @@ import numpy as np
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.filler import fill
 from minicaffe.sparse import SparseChooser
+from minicaffe.compress.quantize import forward_int8
 from minicaffe.layer import Layer, canonical_axis, prod, register
 
 
@@ -38,6 +39,8 @@ class InnerProduct(Layer):
         """Where Cmp layers mask (and share) the weight gradient."""
 
     def forward(self, bottom, top):
+        if forward_int8(self, bottom, top):      # weights read from an int8 .mcz
+            return
         csr = None
         if self.phase == pb.TEST and not self.transpose:
             if not hasattr(self, "sparse"):

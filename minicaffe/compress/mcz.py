@@ -9,6 +9,11 @@ Layout (little-endian; documented in README.md):
     0 float32: raw values            1 float16: raw values
     2 sparse:  u8 gap bits b, u32 entries, u32 kept, Huffman(gaps), float32 values of kept weights
     3 shared:  as 2, plus u16 K, float32 codebook[K], Huffman(indices) instead of the values
+    4 int8:    u8 axis, f32 input scale, f32 scales[dims[axis]], i8 values[count]
+    5 int8 sparse: u8 axis, f32 input scale, f32 scales[dims[axis]], u8 gap bits, u32 entries,
+               u32 kept, Huffman(gaps), i8 values of kept weights
+    (4, 5: value = i8 * scale of its channel along `axis`; the input scale is the layer's
+    calibrated activation scale, 0 when there is none: see compress/quantize.py)
   Huffman(s) = u8 code lengths[alphabet], u32 byte count, bits.
   A gap symbol g < 2^b - 1 means "skip g zeros, then a kept weight"; 2^b - 1 means "skip 2^b - 1
   zeros, no weight" (a filler entry, when a gap overflows).
@@ -29,7 +34,7 @@ from . import huffman
 
 MAGIC = b"MCZ\0"
 VERSION = 1
-RAW32, RAW16, SPARSE, SHARED = 0, 1, 2, 3
+RAW32, RAW16, SPARSE, SHARED, INT8, INT8_SPARSE = 0, 1, 2, 3, 4, 5
 
 
 # ---------------------------------------------------------------- writing
@@ -85,8 +90,31 @@ def encode_blob(a, float16=False):
     return best
 
 
-def encode(net_param, float16=False):
-    """(file bytes, per-layer rows of (name, type, dense bytes, compressed bytes, weights, kind))."""
+def encode_int8(a, axis, input_scale):
+    """An int8 blob: per-channel scales along `axis`, dense or as a gap stream, the smaller
+    (pruned zeros stay exact zeros)."""
+    from .quantize import quantize_weights
+    a = np.asarray(a, np.float32)
+    q, scales = quantize_weights(a, axis)
+    head = (struct.pack("<B", a.ndim) + struct.pack(f"<{a.ndim}I", *a.shape))
+    meta = struct.pack("<Bf", axis, input_scale) + scales.tobytes()
+    best = (head + struct.pack("<B", INT8) + meta + q.tobytes(), "int8")
+    flat = q.ravel()
+    if np.count_nonzero(flat) <= 0.5 * flat.size:
+        for bits in range(2, 9):
+            syms, nz = gap_symbols(flat, bits)
+            enc = (head + struct.pack("<B", INT8_SPARSE) + meta +
+                   struct.pack("<BII", bits, len(syms), len(nz)) + _huff(syms, 1 << bits) +
+                   flat[nz].tobytes())
+            if len(enc) < len(best[0]):
+                best = (enc, "int8-sp")
+    return best
+
+
+def encode(net_param, float16=False, int8=None):
+    """(file bytes, per-layer rows of (name, type, dense bytes, compressed bytes, weights, kind)).
+    int8: {layer name: (weight axis, input scale)}: that layer's first blob is stored as int8."""
+    int8 = int8 or {}
     layers = [lp for lp in net_param.layer if len(lp.blobs)]
     out = [MAGIC, struct.pack("<HHI", VERSION, 1 if float16 else 0, len(layers))]
     rows = []
@@ -94,9 +122,10 @@ def encode(net_param, float16=False):
         part = [_str(lp.name), _str(lp.type), struct.pack("<B", len(lp.blobs))]
         dense = n = 0
         kinds = []
-        for bp in lp.blobs:
+        for i, bp in enumerate(lp.blobs):
             a = io.blob_to_array(bp)
-            enc, kind = encode_blob(a, float16)
+            enc, kind = (encode_int8(a, *int8[lp.name]) if i == 0 and lp.name in int8
+                         else encode_blob(a, float16))
             part.append(enc)
             kinds.append(kind)
             dense += 4 * a.size
@@ -108,8 +137,8 @@ def encode(net_param, float16=False):
     return data + struct.pack("<I", zlib.crc32(data)), rows
 
 
-def write(path, net_param, float16=False):
-    data, rows = encode(net_param, float16)
+def write(path, net_param, float16=False, int8=None):
+    data, rows = encode(net_param, float16, int8)
     io.atomic_write(path, data)
     return len(data), rows
 
@@ -118,6 +147,7 @@ def write(path, net_param, float16=False):
 class _Reader:
     def __init__(self, data, path):
         self.data, self.pos, self.path = data, 0, path
+        self.int8s = []
 
     def fail(self, what):
         raise CaffeError(f"{self.path}: {what} (at byte {self.pos})")
@@ -170,8 +200,23 @@ class _Reader:
             return np.frombuffer(self.take(4 * count), np.float32).reshape(shape).copy()
         if kind == RAW16:
             return np.frombuffer(self.take(2 * count), np.float16).astype(np.float32).reshape(shape)
+        if kind in (INT8, INT8_SPARSE):
+            return self.int8(shape, count, kind)
         if kind not in (SPARSE, SHARED):
             self.fail(f"unknown blob encoding {kind}")
+        where, kept = self.gaps(count)
+        if kind == SPARSE:
+            values = np.frombuffer(self.take(4 * kept), np.float32)
+        else:
+            (k,) = self.unpack("H")
+            codebook = np.frombuffer(self.take(4 * k), np.float32)
+            values = codebook[self.huff(k, kept)] if k else self.fail("empty codebook")
+        out = np.zeros(count, np.float32)
+        out[where] = values
+        return out.reshape(shape)
+
+    def gaps(self, count):
+        """The positions of the kept weights, from a gap stream."""
         bits, entries, kept = self.unpack("BII")
         if not 1 <= bits <= 8:
             self.fail(f"gap width {bits} bits")
@@ -187,15 +232,28 @@ class _Reader:
         end = int(step.sum())
         if len(where) != kept or end > count or count - end >= esc:
             self.fail("gap stream does not match the blob's size")
-        if kind == SPARSE:
-            values = np.frombuffer(self.take(4 * kept), np.float32)
+        return where, kept
+
+    def int8(self, shape, count, kind):
+        """Dequantized float32 values; the int8 record is kept in self.int8s for the layer."""
+        from .quantize import Int8
+        axis, input_scale = self.unpack("Bf")
+        if axis >= len(shape):
+            self.fail(f"int8 channel axis {axis} of a {len(shape)}-axis blob")
+        scales = np.frombuffer(self.take(4 * shape[axis]), np.float32)
+        if not (np.isfinite(scales).all() and (scales >= 0).all() and np.isfinite(input_scale)
+                and input_scale >= 0):
+            self.fail("int8 scales must be finite and not negative")
+        if kind == INT8:
+            q = np.frombuffer(self.take(count), np.int8).reshape(shape).copy()
         else:
-            (k,) = self.unpack("H")
-            codebook = np.frombuffer(self.take(4 * k), np.float32)
-            values = codebook[self.huff(k, kept)] if k else self.fail("empty codebook")
-        out = np.zeros(count, np.float32)
-        out[where] = values
-        return out.reshape(shape)
+            where, kept = self.gaps(count)
+            q = np.zeros(count, np.int8)
+            q[where] = np.frombuffer(self.take(kept), np.int8)
+            q = q.reshape(shape)
+        rec = Int8(q, scales.copy(), axis, input_scale)
+        self.int8s.append(rec)
+        return rec.dequantized
 
 
 def decode(data, path="<mcz>"):
@@ -212,13 +270,20 @@ def decode(data, path="<mcz>"):
     if n_layers > r.left():
         r.fail(f"claims {n_layers} layers")
     net = pb.NetParameter()
+    loaded = []
     for _ in range(n_layers):
         lp = net.layer.add(name=r.string(), type=r.string())
         (nb,) = r.unpack("B")
-        for _ in range(nb):
+        for i in range(nb):
+            r.int8s.clear()
             io.array_to_blob(r.blob(), lp.blobs.add())
+            if r.int8s and i == 0 and r.int8s[0].input_scale > 0:
+                loaded.append((lp.name, r.int8s[0]))
     if r.left():
         r.fail(f"{r.left()} bytes after the last of {n_layers} layers (layer count does not match)")
+    from .quantize import remember
+    for name, rec in loaded:         # only from a whole, valid file
+        remember(name, rec)
     return net
 
 
