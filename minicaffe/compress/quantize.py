@@ -68,17 +68,21 @@ class Int8:
         self.dequantized = dequantize(q, scales, axis)
         self._packed = None
 
-    def rows(self):
-        """(M, K) int8 weights, output channel first."""
-        return np.ascontiguousarray(np.moveaxis(self.q, self.axis, 0).reshape(self.q.shape[self.axis], -1))
+    def rows(self, channel_last=False):
+        """(M, K) int8 weights, output channel first; channel_last: a convolution's K in (kernel
+        row, kernel column, input channel) order, as the VNNI im2row lays out the patches."""
+        q = np.moveaxis(self.q, self.axis, 0)
+        if channel_last:
+            q = q.transpose(0, 2, 3, 1)
+        return np.ascontiguousarray(q.reshape(q.shape[0], -1))
 
     def multipliers(self):
         return (np.float32(self.input_scale) * self.scales).astype(np.float32)
 
-    def packed(self):
-        if self._packed is None:
-            self._packed = gemm_weights(self.rows())
-        return self._packed
+    def packed(self, channel_last=False):
+        if self._packed is None or self._packed[0] != channel_last:
+            self._packed = (channel_last, gemm_weights(self.rows(channel_last)))
+        return self._packed[1]
 
 
 LOADED = {}      # layer name -> recent Int8 records read from .mcz files (newest last)
@@ -154,6 +158,13 @@ def requantize(acc, rec, bias):
 # ---------------------------------------------------------------- the layers' int8 forwards
 def inner_product(layer, rec, bottom, top):
     x = bottom[0].data.reshape(-1, layer.k)
+    if VNNI:
+        pw = rec.packed()
+        xu = _padded_u8(x.shape[0], pw["k4"])
+        _split(1, x.shape[0], x.size, x, np.float32(rec.input_scale), xu)
+        _split(3, x.shape[0], x.shape[0] * layer.num_output, _vnni_acc(xu, pw), pw["offset"],
+               rec.multipliers(), _bias(layer), top[0].data.reshape(-1, layer.num_output, 1))
+        return
     acc = int8_gemm(quantize_input(x, rec.input_scale), rec.packed())
     y = requantize(acc, rec, layer.blobs[1].peek if layer.bias_term else None)
     top[0].data.reshape(-1, layer.num_output)[...] = y
@@ -166,6 +177,13 @@ def convolution(layer, rec, bottom, top):
     bias = layer.blobs[1].peek if layer.bias_term else None
     for b, t in zip(bottom, top):
         n = b.shape[0]
+        if VNNI:
+            pw = rec.packed(channel_last=True)
+            xu = _padded_u8(n * oh * ow, pw["k4"])
+            _split(2, n, xu.size, b.data, np.float32(rec.input_scale), *layer.geometry(), oh, ow, xu)
+            _split(3, n, t.count, _vnni_acc(xu, pw), pw["offset"], rec.multipliers(), _bias(layer),
+                   t.data.reshape(n, m, oh * ow))
+            continue
         # the integers as floats through the float im2col (zero padding is the integer 0)
         xi = quantize_input(b.data, rec.input_scale).astype(np.float32)
         col = np.empty((ck, n, oh * ow), np.float32)
@@ -176,6 +194,10 @@ def convolution(layer, rec, bottom, top):
         t.data[...] = y.reshape(n, oh, ow, m).transpose(0, 3, 1, 2)
 
 
+def _bias(layer):
+    return layer.blobs[1].peek if layer.bias_term else np.zeros(layer.num_output, np.float32)
+
+
 def forward_int8(layer, bottom, top):
     """The hook the layers call in the TEST phase: True when the int8 path ran."""
     if layer.phase != pb.TEST or not layer.blobs or getattr(layer, "group", 1) != 1:
@@ -183,21 +205,185 @@ def forward_int8(layer, bottom, top):
     rec = int8_of(layer)
     if rec is None:
         return False
+    global VNNI
+    if VNNI is None:
+        VNNI = _has_vnni() and _vnni_works()
     layer.path = "int8"
     (convolution if hasattr(layer, "kh") else inner_product)(layer, rec, bottom, top)
     return True
 
 
-# ---------------------------------------------------------------- VNNI kernel (filled below)
-_MB = 32         # output channels a kernel call keeps in registers (two vectors of 16)
+# ---------------------------------------------------------------- the VNNI kernel
+_MB = 32         # output channels a tile keeps in registers (two vectors of 16 int32 sums)
+_RB = 8          # input rows a tile keeps (8 x 2 sums: 16 of the 32 vector registers)
+
+
+def _build_vnni():
+    """Numba functions of the kernel; built on first use, only where the CPU has VNNI."""
+    import numba as nb
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def tile(typingctx, x, w, out, p0, m0):
+        """out[p0:p0+8, m0:m0+32] = sum over k of x[p, k] (u8) * w[k // 4, m, k % 4] (s8): per
+        step of four k, two 64-byte weight loads, eight 4-byte broadcasts of x, 16 vpdpbusd."""
+        def codegen(context, builder, sig, args):
+            xa, wa, oa = (context.make_array(t)(context, builder, a) for t, a in zip(sig.args[:3], args[:3]))
+            p0, m0 = args[3], args[4]
+            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+            v32, v8 = ir.VectorType(i32, 16), ir.VectorType(i8, 64)
+            dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32, [v32, v8, v8]),
+                                                "llvm.x86.avx512.vpdpbusd.512")
+            ldx = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
+            k4n, mp = cgutils.unpack_tuple(builder, wa.shape, 3)[:2]
+            ldo = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
+            xp = builder.bitcast(xa.data, i8.as_pointer())
+            wp = builder.bitcast(wa.data, i8.as_pointer())
+            acc = [[cgutils.alloca_once_value(builder, ir.Constant(v32, [0] * 16)) for _ in range(2)]
+                   for _ in range(_RB)]
+            with cgutils.for_range(builder, k4n) as loop:
+                k4 = loop.index
+                wrow = builder.mul(builder.add(builder.mul(k4, mp), m0), ir.Constant(i64, 4))
+                wv = [builder.load(builder.bitcast(builder.gep(wp, [builder.add(wrow, ir.Constant(i64, 64 * v))]),
+                                                   v8.as_pointer()), align=1) for v in range(2)]
+                for r in range(_RB):
+                    off = builder.add(builder.mul(builder.add(p0, ir.Constant(i64, r)), ldx),
+                                      builder.mul(k4, ir.Constant(i64, 4)))
+                    xs = builder.load(builder.bitcast(builder.gep(xp, [off]), i32.as_pointer()), align=1)
+                    splat = builder.shuffle_vector(builder.insert_element(ir.Constant(v32, None), xs,
+                                                                          ir.Constant(i32, 0)),
+                                                   ir.Constant(v32, None), ir.Constant(v32, [0] * 16))
+                    xb = builder.bitcast(splat, v8)
+                    for v in range(2):
+                        builder.store(builder.call(dp, [builder.load(acc[r][v]), xb, wv[v]]), acc[r][v])
+            op = oa.data
+            for r in range(_RB):
+                row = builder.mul(builder.add(p0, ir.Constant(i64, r)), ldo)
+                for v in range(2):
+                    at = builder.gep(op, [builder.add(row, builder.add(m0, ir.Constant(i64, 16 * v)))])
+                    builder.store(builder.load(acc[r][v]), builder.bitcast(at, v32.as_pointer()), align=4)
+            return context.get_dummy_value()
+        return types.none(x, w, out, types.int64, types.int64), codegen
+
+    jit = nb.njit(cache=False, nogil=True)
+    U = np.uint64
+
+    @jit
+    def gemm(lo, hi, x, w, out):
+        """Tiles lo to hi (row blocks of _RB, each through every channel block)."""
+        for t in range(lo, hi):
+            for m0 in range(0, w.shape[1], _MB):
+                tile(x, w, out, t * _RB, m0)
+
+    @jit
+    def pack_rows(lo, hi, x, scale, out):
+        """out[p, k] = clamp(rint(x[p, k] / scale), -127, 127) + 128 (u8); padding stays 128."""
+        for p in range(lo, hi):
+            for k in range(x.shape[1]):
+                v = min(max(np.rint(x[p, k] / scale), np.float32(-127)), np.float32(127))
+                out[p, k] = np.uint8(np.int32(v) + 128)
+
+    @jit
+    def im2row(lo, hi, x, scale, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, out):
+        """The quantized input's patches as rows of u8 (offset 128), in (kernel row, kernel
+        column, channel) order, through a padded channel-last copy of each image (padding 128,
+        the zero): with dilation 1 a kernel row of a patch is one run of kw * c bytes."""
+        n, c, h, wd = x.shape
+        hp, wp = h + 2 * ph, wd + 2 * pw
+        ld = out.shape[1]
+        of = out.reshape(-1)
+        q = np.empty(hp * wp * c, np.uint8)
+        run = kw * c
+        for img in range(lo, hi):
+            q[:] = 128
+            xf = x.reshape(-1)
+            for ch in range(c):
+                for i in range(h):
+                    src, dst = U(((img * c + ch) * h + i) * wd), U(((i + ph) * wp + pw) * c + ch)
+                    for j in range(wd):
+                        v = min(max(np.rint(xf[src + U(j)] / scale), np.float32(-127)), np.float32(127))
+                        q[dst + U(j * c)] = np.uint8(np.int32(v) + 128)
+            for y in range(oh):
+                for xo in range(ow):
+                    d = U(((img * oh + y) * ow + xo) * ld)
+                    for i in range(kh):
+                        src = U(((y * sh + i * dh) * wp + xo * sw) * c)
+                        if dw == 1:      # unsigned offsets: no wraparound test, a vector copy
+                            for e in range(run):
+                                of[d + U(e)] = q[src + U(e)]
+                        else:
+                            for j in range(kw):
+                                for ch in range(c):
+                                    of[d + U(j * c + ch)] = q[src + U(j * dw * c + ch)]
+                        d += U(run)
+
+    @jit
+    def finish(lo, hi, acc, offset, mult, bias, out):
+        """out[n, m, s] = float32(acc[n * S + s, m] - offset[m]) * mult[m] + bias[m]."""
+        m, sp, la = out.shape[1], out.shape[2], acc.shape[1]
+        af, of = acc.reshape(-1), out.reshape(-1)
+        for img in range(lo, hi):
+            for c in range(m):
+                o, k, b = offset[c], mult[c], bias[c]
+                d, a = U((img * m + c) * sp), U(img * sp * la + c)
+                for s in range(sp):
+                    of[d + U(s)] = np.float32(af[a + U(s * la)] - o) * k + b
+
+    return gemm, pack_rows, im2row, finish
+
+
+_KERNEL = None
 
 
 def _vnni_works():
-    return False
+    """Build the kernel and check it against the exact product on awkward sizes."""
+    global _KERNEL
+    try:
+        _KERNEL = _build_vnni()
+        rng = np.random.default_rng(0)
+        for p, m, k in ((3, 5, 7), (19, 40, 129)):
+            x = rng.integers(-127, 128, (p, k)).astype(np.int8)
+            w = rng.integers(-127, 128, (m, k)).astype(np.int8)
+            want = x.astype(np.int64) @ w.T.astype(np.int64)
+            if not np.array_equal(_vnni_gemm(x, gemm_weights(w)), want):
+                return False
+        return True
+    except Exception:          # an LLVM without the intrinsic: the exact fallback serves
+        _KERNEL = None
+        return False
+
+
+def _padded_u8(p, k4):
+    return np.full((-(-p // _RB) * _RB, 4 * k4), 128, np.uint8)
+
+
+def _split(i, n, size, *args):
+    """Kernel i over range(n), split over the cores when it is worth a hand-off."""
+    from minicaffe import kernels
+    kernels.split(_KERNEL[i], n, kernels.THREADS if size >= SPLIT_ABOVE else 1, *args)
+
+
+SPLIT_ABOVE = 1 << 16     # bytes written (or multiply-adds / 64) below which one thread does it
+
+
+def _vnni_acc(xu, pw):
+    """The raw sums (offset 128 on x), padded rows and channels included."""
+    out = np.empty((xu.shape[0], pw["packed"].shape[1]), np.int32)
+    _split(0, xu.shape[0] // _RB, out.size * pw["k4"] // 16, xu, pw["packed"], out)
+    return out
+
+
+def _vnni_run(xu, pw, p):
+    return _vnni_acc(xu, pw)[:p, :pw["w"].shape[0]] - pw["offset"]
 
 
 def _vnni_gemm(xq, pw):
-    raise NotImplementedError
+    p, k = xq.shape
+    xu = _padded_u8(p, pw["k4"])
+    xu[:p, :k] = (xq.astype(np.int16) + 128).astype(np.uint8)
+    return _vnni_run(xu, pw, p)
 
 
 # ---------------------------------------------------------------- calibration
