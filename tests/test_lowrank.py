@@ -89,7 +89,6 @@ def test_full_rank_lenet_equals_original(tmp_path):
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
 def test_full_rank_conv_schemes_and_transposed_ip(tmp_path, scheme):
     net, model, weights = random_net(tmp_path, CONV_NET, seed=2)
-    edit = NetEdit.load(model, weights)
     full = {"channel": {"conv": 6, "conv2": 5}, "spatial": {"conv": 12, "conv2": 15}}[scheme]
     small, done = factorized(tmp_path, model, weights, dict(full, ip=7), scheme)
     assert {n: done[n][1] for n in full} == full
