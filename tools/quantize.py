@@ -2,6 +2,7 @@
 from minicaffe import io, log
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.compress import mcz, quantize
+from minicaffe.errors import CaffeError
 from minicaffe.net import Net
 
 HELP = "8-bit quantization: int8 weights per output channel, activation scales from the train data"
@@ -19,9 +20,9 @@ def add_arguments(p):
 
 def run(a):
     if a.calibration_iterations < 1:
-        raise SystemExit("--calibration-iterations must be at least 1")
+        raise CaffeError("--calibration-iterations must be at least 1")
     if a.percentile is not None and not 0 < a.percentile <= 100:
-        raise SystemExit(f"--percentile {a.percentile:g} is not in (0, 100]")
+        raise CaffeError(f"--percentile {a.percentile:g} is not in (0, 100]")
     net = Net(a.model, weights=a.weights, phase=pb.TRAIN)
     scales = quantize.calibrate(net, a.calibration_iterations, a.percentile)
     from .compress import _layers
