@@ -82,11 +82,3 @@ def run(a):
         print(f"{name}: rank {r} of {full} -> {' + '.join(new)}, {p0 / p1:.2f}x fewer parameters")
     model, weights = edit.save(prefix)
     print(f"wrote {model} and {weights}")
-
-
-if __name__ == "__main__":      # `python -m minicaffe.tools.lowrank ...` until cli.py lists the command
-    import sys
-    from minicaffe import cli
-    if "lowrank" not in cli.COMMANDS:
-        cli.COMMANDS.append("lowrank")
-    sys.exit(cli.main(["lowrank"] + sys.argv[1:]))

@@ -8,9 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 D=models/digits
 [ -f $D/lenet_iter_2000.caffemodel ] || bash $D/train_lenet.sh
-LOWRANK="minicaffe lowrank"
-minicaffe lowrank --help >/dev/null 2>&1 || LOWRANK="python -m minicaffe.tools.lowrank"
-$LOWRANK --model=$D/lenet_train_test.prototxt --weights=$D/lenet_iter_2000.caffemodel \
+minicaffe lowrank --model=$D/lenet_train_test.prototxt --weights=$D/lenet_iter_2000.caffemodel \
   --rank=ip1=32 -o $D/lenet_lowrank
 echo
 minicaffe train --solver=$D/lenet_lowrank_solver.prototxt --weights=$D/lenet_lowrank.caffemodel 2>&1 |
