@@ -14,7 +14,11 @@ The product: with AVX-512 VNNI (vpdpbusd: u8 x s8 -> i32, 64 products an instruc
 kernel; the activations go in offset by 128 (u8) and 128 * sum_k w[c, k] comes off the sums.
 Elsewhere a float64 BLAS product of the same integers, exact for any K below 2^38.
 """
+import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 from minicaffe import minicaffe_pb2 as pb
 
@@ -114,10 +118,16 @@ def int8_of(layer):
 
 # ---------------------------------------------------------------- the integer product
 def _has_vnni():
+    """Whether the code Numba makes for this host may use vpdpbusd: the CPU has it (the flag
+    avx512_vnni in /proc/cpuinfo, as LLVM sees it) and Numba targets the host CPU, not a generic
+    one (LLVM would then abort on the instruction, not raise)."""
     try:
-        with open("/proc/cpuinfo") as f:
-            return "avx512_vnni" in f.read()
-    except OSError:
+        import llvmlite.binding as llvm
+        from numba.core import config
+        features = llvm.get_host_cpu_features()
+        host = config.CPU_NAME in (None, "host") and not config.CPU_FEATURES
+        return host and bool(features.get("avx512vnni")) and bool(features.get("avx512bw"))
+    except Exception:
         return False
 
 
@@ -218,120 +228,112 @@ _MB = 32         # output channels a tile keeps in registers (two vectors of 16 
 _RB = 8          # input rows a tile keeps (8 x 2 sums: 16 of the 32 vector registers)
 
 
-def _build_vnni():
-    """Numba functions of the kernel; built on first use, only where the CPU has VNNI."""
-    import numba as nb
-    from llvmlite import ir
-    from numba.core import cgutils, types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def tile(typingctx, x, w, out, p0, m0):
-        """out[p0:p0+8, m0:m0+32] = sum over k of x[p, k] (u8) * w[k // 4, m, k % 4] (s8): per
-        step of four k, two 64-byte weight loads, eight 4-byte broadcasts of x, 16 vpdpbusd."""
-        def codegen(context, builder, sig, args):
-            xa, wa, oa = (context.make_array(t)(context, builder, a) for t, a in zip(sig.args[:3], args[:3]))
-            p0, m0 = args[3], args[4]
-            i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
-            v32, v8 = ir.VectorType(i32, 16), ir.VectorType(i8, 64)
-            dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32, [v32, v8, v8]),
-                                                "llvm.x86.avx512.vpdpbusd.512")
-            ldx = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
-            k4n, mp = cgutils.unpack_tuple(builder, wa.shape, 3)[:2]
-            ldo = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
-            xp = builder.bitcast(xa.data, i8.as_pointer())
-            wp = builder.bitcast(wa.data, i8.as_pointer())
-            acc = [[cgutils.alloca_once_value(builder, ir.Constant(v32, [0] * 16)) for _ in range(2)]
-                   for _ in range(_RB)]
-            with cgutils.for_range(builder, k4n) as loop:
-                k4 = loop.index
-                wrow = builder.mul(builder.add(builder.mul(k4, mp), m0), ir.Constant(i64, 4))
-                wv = [builder.load(builder.bitcast(builder.gep(wp, [builder.add(wrow, ir.Constant(i64, 64 * v))]),
-                                                   v8.as_pointer()), align=1) for v in range(2)]
-                for r in range(_RB):
-                    off = builder.add(builder.mul(builder.add(p0, ir.Constant(i64, r)), ldx),
-                                      builder.mul(k4, ir.Constant(i64, 4)))
-                    xs = builder.load(builder.bitcast(builder.gep(xp, [off]), i32.as_pointer()), align=1)
-                    splat = builder.shuffle_vector(builder.insert_element(ir.Constant(v32, None), xs,
-                                                                          ir.Constant(i32, 0)),
-                                                   ir.Constant(v32, None), ir.Constant(v32, [0] * 16))
-                    xb = builder.bitcast(splat, v8)
-                    for v in range(2):
-                        builder.store(builder.call(dp, [builder.load(acc[r][v]), xb, wv[v]]), acc[r][v])
-            op = oa.data
+@intrinsic
+def tile(typingctx, x, w, out, p0, m0):
+    """out[p0:p0+8, m0:m0+32] = sum over k of x[p, k] (u8) * w[k // 4, m, k % 4] (s8): per
+    step of four k, two 64-byte weight loads, eight 4-byte broadcasts of x, 16 vpdpbusd."""
+    def codegen(context, builder, sig, args):
+        xa, wa, oa = (context.make_array(t)(context, builder, a) for t, a in zip(sig.args[:3], args[:3]))
+        p0, m0 = args[3], args[4]
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        v32, v8 = ir.VectorType(i32, 16), ir.VectorType(i8, 64)
+        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32, [v32, v8, v8]),
+                                            "llvm.x86.avx512.vpdpbusd.512")
+        ldx = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
+        k4n, mp = cgutils.unpack_tuple(builder, wa.shape, 3)[:2]
+        ldo = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
+        xp = builder.bitcast(xa.data, i8.as_pointer())
+        wp = builder.bitcast(wa.data, i8.as_pointer())
+        acc = [[cgutils.alloca_once_value(builder, ir.Constant(v32, [0] * 16)) for _ in range(2)]
+               for _ in range(_RB)]
+        with cgutils.for_range(builder, k4n) as loop:
+            k4 = loop.index
+            wrow = builder.mul(builder.add(builder.mul(k4, mp), m0), ir.Constant(i64, 4))
+            wv = [builder.load(builder.bitcast(builder.gep(wp, [builder.add(wrow, ir.Constant(i64, 64 * v))]),
+                                               v8.as_pointer()), align=1) for v in range(2)]
             for r in range(_RB):
-                row = builder.mul(builder.add(p0, ir.Constant(i64, r)), ldo)
+                off = builder.add(builder.mul(builder.add(p0, ir.Constant(i64, r)), ldx),
+                                  builder.mul(k4, ir.Constant(i64, 4)))
+                xs = builder.load(builder.bitcast(builder.gep(xp, [off]), i32.as_pointer()), align=1)
+                splat = builder.shuffle_vector(builder.insert_element(ir.Constant(v32, None), xs,
+                                                                      ir.Constant(i32, 0)),
+                                               ir.Constant(v32, None), ir.Constant(v32, [0] * 16))
+                xb = builder.bitcast(splat, v8)
                 for v in range(2):
-                    at = builder.gep(op, [builder.add(row, builder.add(m0, ir.Constant(i64, 16 * v)))])
-                    builder.store(builder.load(acc[r][v]), builder.bitcast(at, v32.as_pointer()), align=4)
-            return context.get_dummy_value()
-        return types.none(x, w, out, types.int64, types.int64), codegen
+                    builder.store(builder.call(dp, [builder.load(acc[r][v]), xb, wv[v]]), acc[r][v])
+        op = oa.data
+        for r in range(_RB):
+            row = builder.mul(builder.add(p0, ir.Constant(i64, r)), ldo)
+            for v in range(2):
+                at = builder.gep(op, [builder.add(row, builder.add(m0, ir.Constant(i64, 16 * v)))])
+                builder.store(builder.load(acc[r][v]), builder.bitcast(at, v32.as_pointer()), align=4)
+        return context.get_dummy_value()
+    return types.none(x, w, out, types.int64, types.int64), codegen
 
-    jit = nb.njit(cache=False, nogil=True)
-    U = np.uint64
+jit = nb.njit(cache=True, nogil=True)
+U = np.uint64
 
-    @jit
-    def gemm(lo, hi, x, w, out):
-        """Tiles lo to hi (row blocks of _RB, each through every channel block)."""
-        for t in range(lo, hi):
-            for m0 in range(0, w.shape[1], _MB):
-                tile(x, w, out, t * _RB, m0)
+@jit
+def gemm(lo, hi, x, w, out):
+    """Tiles lo to hi (row blocks of _RB, each through every channel block)."""
+    for t in range(lo, hi):
+        for m0 in range(0, w.shape[1], _MB):
+            tile(x, w, out, t * _RB, m0)
 
-    @jit
-    def pack_rows(lo, hi, x, scale, out):
-        """out[p, k] = clamp(rint(x[p, k] / scale), -127, 127) + 128 (u8); padding stays 128."""
-        for p in range(lo, hi):
-            for k in range(x.shape[1]):
-                v = min(max(np.rint(x[p, k] / scale), np.float32(-127)), np.float32(127))
-                out[p, k] = np.uint8(np.int32(v) + 128)
+@jit
+def pack_rows(lo, hi, x, scale, out):
+    """out[p, k] = clamp(rint(x[p, k] / scale), -127, 127) + 128 (u8); padding stays 128."""
+    for p in range(lo, hi):
+        for k in range(x.shape[1]):
+            v = min(max(np.rint(x[p, k] / scale), np.float32(-127)), np.float32(127))
+            out[p, k] = np.uint8(np.int32(v) + 128)
 
-    @jit
-    def im2row(lo, hi, x, scale, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, out):
-        """The quantized input's patches as rows of u8 (offset 128), in (kernel row, kernel
-        column, channel) order, through a padded channel-last copy of each image (padding 128,
-        the zero): with dilation 1 a kernel row of a patch is one run of kw * c bytes."""
-        n, c, h, wd = x.shape
-        hp, wp = h + 2 * ph, wd + 2 * pw
-        ld = out.shape[1]
-        of = out.reshape(-1)
-        q = np.empty(hp * wp * c, np.uint8)
-        run = kw * c
-        for img in range(lo, hi):
-            q[:] = 128
-            xf = x.reshape(-1)
-            for ch in range(c):
-                for i in range(h):
-                    src, dst = U(((img * c + ch) * h + i) * wd), U(((i + ph) * wp + pw) * c + ch)
-                    for j in range(wd):
-                        v = min(max(np.rint(xf[src + U(j)] / scale), np.float32(-127)), np.float32(127))
-                        q[dst + U(j * c)] = np.uint8(np.int32(v) + 128)
-            for y in range(oh):
-                for xo in range(ow):
-                    d = U(((img * oh + y) * ow + xo) * ld)
-                    for i in range(kh):
-                        src = U(((y * sh + i * dh) * wp + xo * sw) * c)
-                        if dw == 1:      # unsigned offsets: no wraparound test, a vector copy
-                            for e in range(run):
-                                of[d + U(e)] = q[src + U(e)]
-                        else:
-                            for j in range(kw):
-                                for ch in range(c):
-                                    of[d + U(j * c + ch)] = q[src + U(j * dw * c + ch)]
-                        d += U(run)
+@jit
+def im2row(lo, hi, x, scale, kh, kw, ph, pw, sh, sw, dh, dw, oh, ow, out):
+    """The quantized input's patches as rows of u8 (offset 128), in (kernel row, kernel
+    column, channel) order, through a padded channel-last copy of each image (padding 128,
+    the zero): with dilation 1 a kernel row of a patch is one run of kw * c bytes."""
+    n, c, h, wd = x.shape
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    ld = out.shape[1]
+    of = out.reshape(-1)
+    q = np.empty(hp * wp * c, np.uint8)
+    run = kw * c
+    for img in range(lo, hi):
+        q[:] = 128
+        xf = x.reshape(-1)
+        for ch in range(c):
+            for i in range(h):
+                src, dst = U(((img * c + ch) * h + i) * wd), U(((i + ph) * wp + pw) * c + ch)
+                for j in range(wd):
+                    v = min(max(np.rint(xf[src + U(j)] / scale), np.float32(-127)), np.float32(127))
+                    q[dst + U(j * c)] = np.uint8(np.int32(v) + 128)
+        for y in range(oh):
+            for xo in range(ow):
+                d = U(((img * oh + y) * ow + xo) * ld)
+                for i in range(kh):
+                    src = U(((y * sh + i * dh) * wp + xo * sw) * c)
+                    if dw == 1:      # unsigned offsets: no wraparound test, a vector copy
+                        for e in range(run):
+                            of[d + U(e)] = q[src + U(e)]
+                    else:
+                        for j in range(kw):
+                            for ch in range(c):
+                                of[d + U(j * c + ch)] = q[src + U(j * dw * c + ch)]
+                    d += U(run)
 
-    @jit
-    def finish(lo, hi, acc, offset, mult, bias, out):
-        """out[n, m, s] = float32(acc[n * S + s, m] - offset[m]) * mult[m] + bias[m]."""
-        m, sp, la = out.shape[1], out.shape[2], acc.shape[1]
-        af, of = acc.reshape(-1), out.reshape(-1)
-        for img in range(lo, hi):
-            for c in range(m):
-                o, k, b = offset[c], mult[c], bias[c]
-                d, a = U((img * m + c) * sp), U(img * sp * la + c)
-                for s in range(sp):
-                    of[d + U(s)] = np.float32(af[a + U(s * la)] - o) * k + b
+@jit
+def finish(lo, hi, acc, offset, mult, bias, out):
+    """out[n, m, s] = float32(acc[n * S + s, m] - offset[m]) * mult[m] + bias[m]."""
+    m, sp, la = out.shape[1], out.shape[2], acc.shape[1]
+    af, of = acc.reshape(-1), out.reshape(-1)
+    for img in range(lo, hi):
+        for c in range(m):
+            o, k, b = offset[c], mult[c], bias[c]
+            d, a = U((img * m + c) * sp), U(img * sp * la + c)
+            for s in range(sp):
+                of[d + U(s)] = np.float32(af[a + U(s * la)] - o) * k + b
 
-    return gemm, pack_rows, im2row, finish
 
 
 _KERNEL = None
@@ -341,7 +343,7 @@ def _vnni_works():
     """Build the kernel and check it against the exact product on awkward sizes."""
     global _KERNEL
     try:
-        _KERNEL = _build_vnni()
+        _KERNEL = (gemm, pack_rows, im2row, finish)
         rng = np.random.default_rng(0)
         for p, m, k in ((3, 5, 7), (19, 40, 129)):
             x = rng.integers(-127, 128, (p, k)).astype(np.int8)
@@ -400,8 +402,8 @@ def calibrate(net, iterations, percentile=None):
     seen = {i: [] for i, _ in layers}
 
     def record(i):          # at the layer's own turn: a later in-place layer may change its input
-        if i in seen:
-            x = np.abs(net.bottom_vecs[i][0].peek)
+        for b in net.bottom_vecs[i] if i in seen else ():      # a convolution's every bottom
+            x = np.abs(b.peek)
             seen[i].append(x.ravel().copy() if percentile is not None else x.max(initial=0))
     net.callbacks["before_forward"].append(record)
     try:
