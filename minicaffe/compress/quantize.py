@@ -69,8 +69,12 @@ class Int8:
 
     def __init__(self, q, scales, axis, input_scale):
         self.q, self.scales, self.axis, self.input_scale = q, scales, axis, np.float32(input_scale)
-        self.dequantized = dequantize(q, scales, axis)
         self._packed = None
+
+    @property
+    def dequantized(self):
+        """Made when asked, not kept: a record holds one byte a weight."""
+        return dequantize(self.q, self.scales, self.axis)
 
     def rows(self, channel_last=False):
         """(M, K) int8 weights, output channel first; channel_last: a convolution's K in (kernel
@@ -90,7 +94,7 @@ class Int8:
 
 
 LOADED = {}      # layer name -> recent Int8 records read from .mcz files (newest last)
-KEEP = 4
+KEEP = 2
 
 
 def remember(name, rec):
@@ -109,7 +113,7 @@ def int8_of(layer):
         return seen[2]
     rec = None
     for r in reversed(LOADED.get(layer.name, ())):
-        if r.dequantized.shape == blob.shape and np.array_equal(r.dequantized, blob.peek):
+        if r.q.shape == blob.shape and np.array_equal(r.dequantized, blob.peek):
             rec = r
             break
     layer._int8_seen = (blob, blob.version, rec)
