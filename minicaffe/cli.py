@@ -14,7 +14,7 @@ from .errors import CaffeError
 
 COMMANDS = ["train", "test", "time", "convert_imageset", "convert_mnist_data", "convert_cifar_data",
             "compute_image_mean", "prune", "inspect", "compress", "decompress", "draw", "thin",
-            "sensitivity", "lowrank"]
+            "sensitivity", "lowrank", "quantize"]
 
 
 def _caffe_flags(argv):

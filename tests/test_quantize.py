@@ -16,8 +16,6 @@ from minicaffe.compress import mcz
 from minicaffe.compress import quantize as Q
 from minicaffe.errors import CaffeError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIGITS = os.path.join(ROOT, "models/digits")
 
 NET = """
 layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 3 dim: 3 dim: 9 dim: 9 } } }
@@ -223,13 +221,10 @@ layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y" inner_product_param
     assert Q.calibrate(net, 3, 50.0)["ip"][1] < scales["ip"][1] / 1.5
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(DIGITS, "lenet_iter_2000.caffemodel")),
-                    reason="models/digits/train_lenet.sh has not been run")
-def test_digits_lenet_int8_accuracy_and_size(tmp_path, monkeypatch):
+def test_digits_lenet_int8_accuracy_and_size(tmp_path, trained_digits):
+    """A LeNet trained briefly on the digits (models/digits/quantize.sh measures the full one)."""
     from minicaffe.tools import quantize as tool
-    monkeypatch.chdir(ROOT)
-    model = "models/digits/lenet_train_test.prototxt"
-    weights = "models/digits/lenet_iter_2000.caffemodel"
+    _, model, _, weights = trained_digits
     out = str(tmp_path / "lenet.mcz")
     p = argparse.ArgumentParser()
     tool.add_arguments(p)
