@@ -2,6 +2,7 @@
 import sys
 
 from minicaffe import io, log
+from minicaffe.compress import qat
 from minicaffe.errors import CaffeError
 from minicaffe.solvers import Solver
 
@@ -18,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--sighup_effect", default="snapshot", choices=["stop", "snapshot", "none"])
     p.add_argument("--stop_on_nan", action="store_true",
                    help="stop at the first NaN or infinite loss, with a snapshot of the weights before it")
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware: train with the int8 weights and inputs minicaffe quantize "
+                        "makes (fake quantization, gradients passed straight through)")
     add_net_state(p)
 
 
@@ -36,6 +40,10 @@ def run(a):
     for w in weights:
         log.info(f"Finetuning from {w}")
         solver.net.copy_trained_layers_from(w)     # in place: the test nets share these blobs
+    if a.qat:
+        scales = qat.enable(solver.net)
+        for net in solver.test_nets:
+            qat.enable(net, scales)
     solver.solve(a.snapshot or None)
     if solver.requested == "stop_on_nan":
         raise CaffeError(f"the loss is not finite at iteration {solver.iter}: stopped (--stop_on_nan) "
