@@ -125,3 +125,34 @@ def test_no_gradient_into_teacher_or_labels():
 def test_bad_setups_are_named(text, bottoms, msg):
     with pytest.raises(CaffeError, match=msg):
         make_layer(text, [b.astype(np.float32) for b in bottoms])
+
+
+NET = """
+layer { name: "in" type: "Input" top: "x" top: "label"
+        input_param { shape { dim: 8 dim: 6 } shape { dim: 8 } } }
+layer { name: "student" type: "InnerProduct" bottom: "x" top: "s"
+        inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "teacher" type: "InnerProduct" bottom: "x" top: "t"
+        param { lr_mult: 0 } param { lr_mult: 0 }
+        inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "hard" type: "SoftmaxWithLoss" bottom: "s" bottom: "label" top: "hard" loss_weight: 0.2 }
+layer { name: "kd" type: "KnowledgeDistillation" bottom: "s" bottom: "t" top: "kd" loss_weight: 0.6
+        knowledge_distillation_param { temperature: 4 } }
+"""
+
+
+def test_in_a_net_only_the_student_learns():
+    """The frozen teacher (lr_mult 0) gets no backward; the student gets both losses' gradients."""
+    from google.protobuf import text_format
+
+    import minicaffe
+    from minicaffe import minicaffe_pb2 as pb
+    net = minicaffe.Net(text_format.Parse(NET, pb.NetParameter()), minicaffe.TRAIN)
+    net.blobs["x"].data[...] = np.random.RandomState(19).randn(8, 6)
+    net.blobs["label"].data[...] = np.arange(8) % 4
+    net.forward_backward()
+    assert np.all(net.params["teacher"][0].diff == 0)
+    assert np.abs(net.params["student"][0].diff).sum() > 0
+    s, t = net.blobs["s"].data, net.blobs["t"].data
+    total, _ = kd_reference(s, t, 4.0)
+    assert float(net.blobs["kd"].data) == pytest.approx(total / 8, rel=1e-4)
