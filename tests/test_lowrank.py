@@ -12,6 +12,7 @@ from minicaffe import minicaffe_pb2 as pb
 from minicaffe.compress.lowrank import choose_ranks, energy_rank, lowrank, parse_ranks
 from minicaffe.compress.netedit import CAFFE_LAST_FIELD, NetEdit
 from minicaffe.errors import CaffeError
+from nets import trains_a_few_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENET = os.path.join(ROOT, "models/lenet/lenet.prototxt")
@@ -215,25 +216,11 @@ def test_factorized_cmp_train_test_net_trains(tmp_path):
         ["InnerProduct"] * 2
     assert all(not ps.name for lp in layers for ps in lp.param)     # the two halves share nothing
     assert [lp.name for lp in io.read_weights(w).layer] == ["conv1_v", "conv1_u", "ip1_v", "ip1_u", "ip2"]
-    solver = tmp_path / "solver.prototxt"
-    solver.write_text(f'net: "{m}"\nbase_lr: 0.05\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 5\n'
-                      f'display: 0\nsnapshot_prefix: "{tmp_path}/s"\nrandom_seed: 1\n')
-    s = minicaffe.get_solver(str(solver))
-    s.net.copy_from(w)
-    before = s.net.params["ip1_v"][0].data.copy()
-    assert before.shape == (4, 6 * 4 * 4)
-    losses = []
-    for _ in range(5):
-        s.step(1)
-        losses.append(float(s.net.blobs["loss"].data))
-    assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    assert not np.array_equal(before, s.net.params["ip1_v"][0].data)
+    assert trains_a_few_steps(tmp_path, m, w, "ip1_v") == (4, 6 * 4 * 4)
 
 
-def test_cli_table_and_files(tmp_path, capsys, monkeypatch):
+def test_cli_table_and_files(tmp_path, capsys):
     from minicaffe import cli
-    if "lowrank" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", cli.COMMANDS + ["lowrank"])
     net, model, weights = random_net(tmp_path, LENET)
     out = str(tmp_path / "out")
     assert cli.main(["lowrank", "--model", model, "--weights", weights, "--rank", "ip1=32,conv2=16",

@@ -11,6 +11,7 @@ from minicaffe import minicaffe_pb2 as pb
 from minicaffe.compress.netedit import NetEdit
 from minicaffe.compress.thin import thin
 from minicaffe.errors import CaffeError
+from nets import trains_a_few_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENET = os.path.join(ROOT, "models/lenet/lenet.prototxt")
@@ -214,25 +215,11 @@ def test_thinned_train_test_net_trains(tmp_path):
     layers = io.read_net(m).layer
     assert [lp.type for lp in layers][:2] == ["DummyData", "DummyData"]
     assert [lp.type for lp in layers if lp.name in ("conv1", "ip1")] == ["Convolution", "InnerProduct"]
-    solver = tmp_path / "solver.prototxt"
-    solver.write_text(f'net: "{m}"\nbase_lr: 0.05\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 5\n'
-                      f'display: 0\nsnapshot_prefix: "{tmp_path}/s"\nrandom_seed: 1\n')
-    s = minicaffe.get_solver(str(solver))
-    s.net.copy_from(w)
-    before = s.net.params["ip1"][0].data.copy()
-    assert before.shape == (5, 4 * 4 * 4)
-    losses = []
-    for _ in range(5):
-        s.step(1)
-        losses.append(float(s.net.blobs["loss"].data))
-    assert np.isfinite(losses).all() and losses[-1] < losses[0]
-    assert not np.array_equal(before, s.net.params["ip1"][0].data)
+    assert trains_a_few_steps(tmp_path, m, w, "ip1") == (5, 4 * 4 * 4)
 
 
-def test_cli_writes_both_files_and_a_table(tmp_path, capsys, monkeypatch):
+def test_cli_writes_both_files_and_a_table(tmp_path, capsys):
     from minicaffe import cli
-    if "thin" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", cli.COMMANDS + ["thin"])
     net, model, weights = pruned(tmp_path, LENET, {"conv1": [0, 1], "ip1": list(range(100))})
     out = str(tmp_path / "out")
     assert cli.main(["thin", "--model", model, "--weights", weights, "-o", out + ".caffemodel"]) == 0
