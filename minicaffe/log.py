@@ -5,8 +5,6 @@ import sys
 
 stream = sys.stdout
 quiet = False
-
-
 _said = set()
 
 
