@@ -13,6 +13,7 @@ setup(
                  "caffe": "minicaffe/pycaffe", "caffe.proto": "minicaffe/pycaffe/proto"},
     install_requires=["numpy>=1.24", "numba>=0.58", "protobuf>=7.35.1,<8", "pillow", "lmdb", "h5py",
                       "matplotlib", "pydot"],
-    extras_require={"test": ["pytest", "grpcio-tools==1.85.1", "scipy", "hypothesis"]},
+    extras_require={"test": ["pytest", "grpcio-tools==1.85.1", "scipy", "hypothesis"],
+                    "mpi": ["mpi4py", "mpich"]},
     entry_points={"console_scripts": ["minicaffe=minicaffe.cli:main"]},
 )
