@@ -20,6 +20,7 @@ class BatchSource(Layer):
     min_top = 1
     max_top = 2
     prefetch = 2
+    rank, count = 0, 1    # data-parallel training (solvers/parallel.py): this rank's share of K
 
     def setup(self, bottom, top):
         self.transformer = Transformer(self.param.transform_param, self.phase)
@@ -77,8 +78,9 @@ class BatchSource(Layer):
         return np.random.default_rng([self.seed, k])
 
     def indices(self, k, n, batch, skip=0, shuffle=False):
-        """Item indices of batch k over n items; a fresh permutation each epoch when shuffling."""
-        pos = skip + k * batch + np.arange(batch)
+        """Item indices of batch k over n items; a fresh permutation each epoch when shuffling.
+        Rank r of K takes the r-th `batch` of the K*batch items one process would take."""
+        pos = skip + (k * self.count + self.rank) * batch + np.arange(batch)
         if not shuffle:
             return pos % n
         epoch, off = pos // n, pos % n

@@ -11,6 +11,7 @@ from minicaffe import minicaffe_pb2 as pb
 from minicaffe.errors import CaffeError
 from minicaffe.net import Net
 
+from . import parallel
 from .lr_policy import learning_rate
 from .updates import RULES
 
@@ -33,6 +34,7 @@ class Solver:
         self.rule = RULES[sp.type](sp)
         if sp.HasField("solver_mode") and sp.solver_mode == pb.SolverParameter.GPU:   # the default
             log.cpu_only(f"solver_mode: GPU (device_id {sp.device_id})")                # says nothing
+        self.parallel = parallel.from_environment()     # under mpirun with K > 1 ranks; else None
         if sp.random_seed >= 0:
             rng.seed(sp.random_seed)
         self.iter = 0
@@ -119,6 +121,8 @@ class Solver:
         if not self.zeros_checked:
             self.zeros_checked = True
             self._warn_of_zeros()
+        if self.parallel:
+            self.parallel.start(self)
         old = self._install_signals()
         t0, last = time.time(), self.iter
         try:
@@ -138,6 +142,8 @@ class Solver:
                 for _ in range(sp.iter_size):
                     loss += self.net.forward_backward()
                 loss /= sp.iter_size
+                if self.parallel:
+                    loss = self.parallel.average(self, loss)
                 if self._stop_for_nan(loss):
                     break
                 self._update_smoothed_loss(loss, start_iter)
@@ -159,6 +165,8 @@ class Solver:
                     sys.stderr.write(f"\r[{bar:<30}] {self.iter}/{stop_iter} loss {self.smoothed_loss:.4g} ")
                     sys.stderr.flush()
                 request, self.requested = self.requested, None
+                if self.parallel:
+                    request = self.parallel.decide(request)
                 if (sp.snapshot and self.iter % sp.snapshot == 0) or request == "snapshot":
                     self.snapshot()
                 if request == "stop":
@@ -294,6 +302,8 @@ class Solver:
 
     # ------------------------------------------------------------ testing
     def test_all(self):
+        if self.parallel and not self.parallel.root:    # rank 0 alone tests and snapshots
+            return
         for i in range(len(self.test_nets)):
             self.test(i)
 
@@ -319,6 +329,8 @@ class Solver:
         return sp.snapshot_prefix
 
     def snapshot(self):
+        if self.parallel and not self.parallel.root:
+            return None, None
         hdf5 = self.param.snapshot_format == pb.SolverParameter.HDF5
         ext = ".h5" if hdf5 else ""
         base = f"{self._prefix()}_iter_{self.iter}"
