@@ -75,7 +75,8 @@ class BatchSource(Layer):
             t.data[...] = a
 
     def batch_rng(self, k):
-        return np.random.default_rng([self.seed, k])
+        """Transform draws of batch k; each rank's share of it draws its own."""
+        return np.random.default_rng([self.seed, k * self.count + self.rank])
 
     def indices(self, k, n, batch, skip=0, shuffle=False):
         """Item indices of batch k over n items; a fresh permutation each epoch when shuffling.

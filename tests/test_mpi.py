@@ -14,7 +14,7 @@ from minicaffe import io
 NET = """
 name: "LeNetSmall"
 layer {{ name: "data" type: "HDF5Data" top: "data" top: "label"
-  hdf5_data_param {{ source: "{d}/list.txt" batch_size: {b} }} }}
+  hdf5_data_param {{ source: "{d}/list.txt" batch_size: {b} shuffle: true }} }}
 layer {{ name: "conv1" type: "{conv}" bottom: "data" top: "conv1"
   convolution_param {{ num_output: 6 kernel_size: 5 {cmp} weight_filler {{ type: "xavier" }} }} }}
 layer {{ name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
@@ -131,3 +131,27 @@ def test_mpirun_without_mpi4py_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)     # as if not installed
     with pytest.raises(CaffeError, match=r'pip install "minicaffe\[mpi\]"'):
         parallel.from_environment()
+
+
+RANKS_AGREE = """
+import sys
+import numpy as np
+import minicaffe
+from minicaffe import io
+sp = io.read_solver(sys.argv[1])
+sp.ClearField("random_seed")               # each rank draws its own weights, masks and data seed
+s = minicaffe.Solver(sp)
+s.step(3)
+comm = s.parallel.comm
+mine = [s.net.layers[0].seed] + [b.data for b in s.net.learnable_params] + [s.net.learnable_params[0].mask]
+theirs = comm.bcast(mine, root=0)
+assert mine[0] == theirs[0], "data seeds differ"
+for a, b in zip(mine[1:], theirs[1:]):
+    assert np.array_equal(a, b), "weights or masks differ between the ranks"
+"""
+
+
+def test_ranks_agree_without_a_random_seed(runs):
+    p = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-c", RANKS_AGREE, str(runs / "cmp_32_solver.prototxt")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
