@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from minicaffe import log
+from minicaffe.compress.sharing import WeightSharing
 from minicaffe.errors import CaffeError
 
 # Variables the common launchers (MPICH/Hydra, Open MPI, Intel MPI) set in every process they start.
@@ -63,6 +64,10 @@ class Parallel:
             self.comm.Bcast(b.data, root=0)
             if b.mask is not None:                 # a one-shot mask made from this rank's own init
                 self.comm.Bcast(b.mask, root=0)
+        for layer in solver.net.layers:            # k-means clusters made from this rank's init:
+            if getattr(layer, "sharing", None) is not None:    # remade from the shared values
+                w = layer.blobs[0]
+                layer.sharing = WeightSharing(w.peek, w.mask, layer.sharing.k)
         for hs in solver.history:
             for h in hs:
                 self.comm.Bcast(h, root=0)

@@ -140,14 +140,24 @@ import minicaffe
 from minicaffe import io
 sp = io.read_solver(sys.argv[1])
 sp.ClearField("random_seed")               # each rank draws its own weights, masks and data seed
+net = io.read_net(sp.net)                  # and, with weight sharing, its own k-means clusters
+for lp in net.layer:
+    if lp.type == "CmpConvolution":
+        lp.convolution_param.quantize_term = True
+        lp.convolution_param.class_num = 8
+sp.ClearField("net")
+sp.net_param.CopyFrom(net)
 s = minicaffe.Solver(sp)
 s.step(3)
 comm = s.parallel.comm
+shared = [layer.sharing.assign for layer in s.net.layers if getattr(layer, "sharing", None)]
+assert shared, "the net shares weights"
 mine = [s.net.layers[0].seed] + [b.data for b in s.net.learnable_params] + [s.net.learnable_params[0].mask]
+mine += shared
 theirs = comm.bcast(mine, root=0)
 assert mine[0] == theirs[0], "data seeds differ"
 for a, b in zip(mine[1:], theirs[1:]):
-    assert np.array_equal(a, b), "weights or masks differ between the ranks"
+    assert np.array_equal(a, b), "weights, masks or shared-weight clusters differ between the ranks"
 """
 
 
