@@ -4,9 +4,10 @@ import numpy as np
 
 from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
-from minicaffe.layer import canonical_axis, prod, register
+from minicaffe.layer import canonical_axis, register
 
-from .softmax import LP, LossLayer, normalization_mode, normalizer, softmax
+from .softmax import (LP, LossLayer, class_labels, label_geometry, normalization_mode, normalizer,
+                      softmax)
 
 LOG_THRESHOLD = np.float32(1e-20)     # Caffe's kLOG_THRESHOLD: log(p) never below log(1e-20)
 
@@ -140,17 +141,6 @@ class ContrastiveLoss(LossLayer):
             bottom[i].diff[...] = (coef[:, None] * self.diff).reshape(bottom[i].shape)
 
 
-def _class_labels(layer, labels, n_classes, ignore=None):
-    """Integer labels (0 where ignored) and which ones count; those that count must name a class
-    (Caffe only DCHECKs, then reads past the row)."""
-    lab = labels.astype(np.int64)
-    valid = np.ones(lab.shape, bool) if ignore is None else lab != ignore
-    bad = valid & ((lab < 0) | (lab >= n_classes))
-    if bad.any():
-        raise layer.error(f"label {lab[bad][0]} is outside [0, {n_classes})")
-    return np.where(valid, lab, 0), valid
-
-
 @register("InfogainLoss")
 class InfogainLoss(LossLayer):
     """Caffe's current InfogainLoss: a softmax over `axis` of the scores, then
@@ -185,13 +175,8 @@ class InfogainLoss(LossLayer):
     def reshape(self, bottom, top):
         x = bottom[0]
         self.axis = canonical_axis(self.param.infogain_loss_param.axis, x.data.ndim)
-        self.outer = prod(x.shape[:self.axis])
-        self.inner = prod(x.shape[self.axis + 1:])
+        self.outer, self.inner = label_geometry(self, x, bottom[1], self.axis)
         self.k = x.shape[self.axis]
-        if self.outer * self.inner != bottom[1].count:
-            raise self.error(f"number of labels ({bottom[1].count}) must equal the number of "
-                             f"predictions ({self.outer * self.inner}); scores {x.shape}, "
-                             f"labels {bottom[1].shape}")
         h_count = self.h_file.size if len(bottom) < 3 else bottom[2].count
         if h_count != self.k * self.k:
             raise self.error(f"H must be {self.k} x {self.k} (the classes along axis {self.axis}), "
@@ -203,7 +188,7 @@ class InfogainLoss(LossLayer):
     def forward(self, bottom, top):
         self.prob = softmax(bottom[0].data.reshape(self.outer, self.k, self.inner), 1)
         lab = bottom[1].data.reshape(self.outer, self.inner)
-        self.lab, self.valid = _class_labels(self, lab, self.k, self.ignore)
+        self.lab, self.valid = class_labels(self, lab, self.k, self.ignore)
         rows = self._h(bottom)[self.lab]                       # (outer, inner, K): H[label]
         logp = np.log(np.maximum(self.prob, LOG_THRESHOLD))
         loss = -np.einsum("oik,oki->oi", rows, logp, dtype=np.float64)
@@ -240,7 +225,7 @@ class MultinomialLogisticLoss(LossLayer):
     def forward(self, bottom, top):
         n = bottom[0].shape[0]
         p = bottom[0].data.reshape(n, -1)
-        self.lab, _ = _class_labels(self, bottom[1].data.ravel(), p.shape[1])
+        self.lab, _ = class_labels(self, bottom[1].data.ravel(), p.shape[1])
         self.p = np.maximum(p[np.arange(n), self.lab], LOG_THRESHOLD)
         top[0].data[...] = -np.log(self.p).sum(dtype=np.float64) / n
 

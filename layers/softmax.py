@@ -45,6 +45,26 @@ def normalizer(mode, outer, inner, valid):
     return max(1.0, float(n))
 
 
+def label_geometry(layer, x, labels, axis):
+    """(outer, inner) of the scores around the class axis; one label per prediction."""
+    outer, inner = prod(x.shape[:axis]), prod(x.shape[axis + 1:])
+    if outer * inner != labels.count:
+        raise layer.error(f"number of labels ({labels.count}) must equal the number of predictions "
+                          f"({outer * inner}); scores {x.shape}, labels {labels.shape}")
+    return outer, inner
+
+
+def class_labels(layer, raw, n_classes, ignore=None):
+    """Integer labels (0 where ignored) and which ones count; those that count must name a class
+    (Caffe only DCHECKs, then reads past the row). A non-finite label reads as -1."""
+    lab = np.where(np.isfinite(raw), raw, -1).astype(np.int64)
+    valid = np.ones(lab.shape, bool) if ignore is None else lab != ignore
+    bad = valid & ((lab < 0) | (lab >= n_classes))
+    if bad.any():
+        raise layer.error(f"label {raw[bad][0]:g} is outside [0, {n_classes})")
+    return np.where(valid, lab, 0), valid
+
+
 class LossLayer(Layer):
     is_loss = True
     min_bottom = 2
@@ -68,11 +88,7 @@ class SoftmaxWithLoss(LossLayer):
     def reshape(self, bottom, top):
         x, lab = bottom
         self.axis = canonical_axis(self.param.softmax_param.axis, x.data.ndim)
-        self.outer = prod(x.shape[:self.axis])
-        self.inner = prod(x.shape[self.axis + 1:])
-        if self.outer * self.inner != lab.count:
-            raise self.error(f"number of labels ({lab.count}) must equal the number of predictions "
-                             f"({self.outer * self.inner}); scores {x.shape}, labels {lab.shape}")
+        self.outer, self.inner = label_geometry(self, x, lab, self.axis)
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape(x.shape)
@@ -81,13 +97,8 @@ class SoftmaxWithLoss(LossLayer):
         x = bottom[0].data.reshape(self.outer, -1, self.inner)
         c = x.shape[1]
         self.prob = softmax(x, 1)
-        raw = bottom[1].data.reshape(self.outer, self.inner)
-        lab = np.where(np.isfinite(raw), raw, -1).astype(np.int64)
-        self.valid = np.ones(lab.shape, bool) if self.ignore is None else lab != self.ignore
-        bad = self.valid & ((lab < 0) | (lab >= c))
-        if bad.any():
-            raise self.error(f"label {raw[bad][0]:g} is outside [0, {c})")
-        self.lab = np.where(self.valid, lab, 0)
+        self.lab, self.valid = class_labels(self, bottom[1].data.reshape(self.outer, self.inner),
+                                            c, self.ignore)
         p = np.take_along_axis(self.prob, self.lab[:, None, :], axis=1)[:, 0, :]
         loss = -np.log(np.maximum(p, FLT_MIN))[self.valid].sum(dtype=np.float64)
         self.norm = normalizer(self.mode, self.outer, self.inner, int(self.valid.sum()))
