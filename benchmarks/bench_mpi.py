@@ -16,28 +16,18 @@ THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "
 
 def worker(iters):
     """Run under mpiexec: every rank trains; rank 0 prints one line per net."""
-    import minicaffe
-    from minicaffe import io, log
-    from minicaffe import minicaffe_pb2 as pb
-    from minicaffe.tools.time import fill_stand_ins, stand_in_data
+    from bench_nets import solver       # the same stand-in-data solver bench_nets times
+    from minicaffe import log
     log.quiet = True
     for name, path in NETS:
-        param = io.read_net(os.path.join(ROOT, path))
-        param.state.phase = pb.TRAIN
-        param = stand_in_data(param, pb.TRAIN, 0, [])
-        sp = pb.SolverParameter(base_lr=0.001, momentum=0.9, weight_decay=0.004, lr_policy="fixed",
-                                max_iter=10 ** 9, display=0, snapshot_after_train=False)
-        sp.train_net_param.CopyFrom(param)
-        s = minicaffe.Solver(sp)
-        fill_stand_ins(s.net)
-        s.step(2)                               # warm up (Numba, the first allreduce)
+        s = solver(path)                    # built and warmed up (Numba, the first allreduce)
         spent = [0.0]
         if s.parallel:
             average = s.parallel.average
 
-            def timed(solver, loss):
+            def timed(slv, loss):
                 t = time.perf_counter()
-                out = average(solver, loss)
+                out = average(slv, loss)
                 spent[0] += time.perf_counter() - t
                 return out
             s.parallel.average = timed

@@ -5,6 +5,7 @@ LeNet's whole forward pass with the sparse path allowed or not. Prints figures; 
 fresh nets, at batch 1 and 64 (is the pruned net ever slower than dense?)."""
 import os
 import time
+from statistics import median
 
 import minicaffe  # before numpy: sets how OpenBLAS's threads wait (minicaffe/__init__.py)
 import numpy as np
@@ -139,7 +140,7 @@ def lenet_runs(runs=10, reps=100):
             dense, pruned = fresh_net(weights, x), fresh_net(weights, x)
             trial = [sum(t) * 1e3 for t in alternate(dense, pruned, n)]
             td, tp = alternate(dense, pruned, reps)
-            d, p = sparse.median(td) * 1e3, sparse.median(tp) * 1e3
+            d, p = median(td) * 1e3, median(tp) * 1e3
             worst[batch] = min(worst.get(batch, float("inf")), d / p)
             paths = " ".join(f"{n}:{getattr(l, 'path', '-')}"
                              for n, l in pruned.layer_dict.items() if l.blobs)

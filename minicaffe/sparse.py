@@ -15,6 +15,7 @@ host: batch 1 0.29 -> 0.07 ms, batch 64 2.1 -> 0.9-1.4 ms; dense takes 0.24 and 
 import contextlib
 import os
 import time
+from statistics import median
 
 import numba as nb
 import numpy as np
@@ -246,11 +247,6 @@ class SlicedCSR:
         else:
             kernels.split(_matrix_rows, out.shape[0], nt, self.sptr, self.rows, self.lengths,
                           self.indices, self.data, x, out)
-
-
-def median(values):
-    s = sorted(values)
-    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
 
 
 def pick(samples):

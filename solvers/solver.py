@@ -41,6 +41,7 @@ class Solver:
         self.lr_state = {"current_step": 0}
         self.net = Net(self._train_net_param())
         self.test_nets = [Net(p) for p in self._test_net_params()]
+        self.scheduled = [layer for layer in self.net.layers if hasattr(layer, "on_iteration")]
         for tn in self.test_nets:
             tn.share_trained_layers_with(self.net)
         self.history = [[np.zeros_like(b.data) for _ in range(self.rule.n_history)]
@@ -193,9 +194,8 @@ class Solver:
 
     def _tell_iteration(self):
         """Layers that change with the iteration (gradual pruning) learn it before its forward."""
-        for layer in self.net.layers:
-            if hasattr(layer, "on_iteration"):
-                layer.on_iteration(self.iter)
+        for layer in self.scheduled:
+            layer.on_iteration(self.iter)
 
     def _stop_for_nan(self, loss):
         """A NaN or infinite loss is warned of at the first iteration it shows (not at every one
