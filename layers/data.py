@@ -4,14 +4,13 @@ import queue
 import threading
 
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from minicaffe import io, log
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe import rng
 from minicaffe.errors import CaffeError
 from minicaffe.layer import Layer, register
-from minicaffe.transform import Transformer, decode_datum
+from minicaffe.transform import Transformer, read_datum
 
 
 class BatchSource(Layer):
@@ -130,24 +129,17 @@ class Data(BatchSource):
         dp, tp = self.param.data_param, self.param.transform_param
         idx = self.indices(k, len(self.keys), dp.batch_size, dp.rand_skip)
         values = self._read(lambda txn: [txn.get(self.keys[i]) for i in idx])
-        datums = []
+        pairs = []
         for i, v in zip(idx, values):
-            d = pb.Datum()
             try:
-                d.ParseFromString(v)
-            except (DecodeError, RuntimeError, TypeError) as e:
-                raise self.error(f"LMDB '{dp.source}': the entry {self.keys[i]!r} is not a Datum "
-                                 f"({e})") from None
-            datums.append(d)
-        imgs = []
-        for i, d in zip(idx, datums):
-            try:
-                imgs.append(decode_datum(d, tp.force_color, tp.force_gray))
+                pairs.append(read_datum(v, f"LMDB '{dp.source}': the entry {self.keys[i]!r}",
+                                        tp.force_color, tp.force_gray))
             except CaffeError as e:
-                raise self.error(f"LMDB '{dp.source}': the entry {self.keys[i]!r}: {e}") from None
+                raise self.error(str(e)) from None
+        imgs = [im for im, _ in pairs]
         if any(im.shape != imgs[0].shape for im in imgs):
             raise self.error("images in one batch differ in size; resize them when converting")
-        labels = np.array([d.label for d in datums], np.float32)
+        labels = np.array([lab for _, lab in pairs], np.float32)
         return self.transformer(np.stack(imgs), self.batch_rng(k)), labels
 
 

@@ -3,6 +3,7 @@ applied to a whole batch at once."""
 import io as _io
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from . import io
 from . import minicaffe_pb2 as pb
@@ -31,6 +32,19 @@ def decode_datum(d, force_color=False, force_gray=False):
     if d.data:
         return np.frombuffer(d.data, np.uint8).reshape(c, h, w)
     return np.asarray(d.float_data, np.float32).reshape(c, h, w)
+
+
+def read_datum(value, where, force_color=False, force_gray=False):
+    """A serialized Datum (an LMDB entry) as (array, label); `where` names the entry in errors."""
+    d = pb.Datum()
+    try:
+        d.ParseFromString(value)
+    except (DecodeError, RuntimeError, TypeError) as e:
+        raise CaffeError(f"{where} is not a Datum ({e})") from None
+    try:
+        return decode_datum(d, force_color, force_gray), d.label
+    except CaffeError as e:
+        raise CaffeError(f"{where}: {e}") from None
 
 
 def _decode_image(data, force_color, force_gray):

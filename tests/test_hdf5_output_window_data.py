@@ -207,20 +207,16 @@ def test_window_file_errors(tmp_path, images):
           transform_param {{ crop_size: 4 }}
           window_data_param {{ source: "{tmp_path}/w.txt" root_folder: "{tmp_path}/" batch_size: 2
             fg_fraction: 1 }} }}""")
-    with pytest.raises(CaffeError, match="w.txt:5: expected x1, got 'a'"):
-        layer("# 0\nim0.png\n3 24 30\n1\n1 0.9 a 2 3 4\n")
-    with pytest.raises(CaffeError, match="w.txt:1: expected '# image_index', got 'im0.png'"):
-        layer("im0.png\n3 24 30\n1\n1 0.9 1 2 3 4\n")
-    with pytest.raises(CaffeError, match="image index 1, expected 0"):
-        layer("# 1\nim0.png\n3 24 30\n1\n1 0.9 1 2 3 4\n")
-    with pytest.raises(CaffeError, match="ends where y2 was expected"):
-        layer("# 0\nim0.png\n3 24 30\n1\n1 0.9 1 2 3\n")
-    with pytest.raises(CaffeError, match="is empty"):
-        layer("\n")
-    with pytest.raises(CaffeError, match="no foreground"):
-        layer("# 0\nim0.png\n3 24 30\n1\n1 0.1 1 2 3 4\n")
-    with pytest.raises(CaffeError, match="outside its 30x24 image"):
-        layer("# 0\nim0.png\n3 24 30\n1\n1 0.9 20 2 31 4\n")
+    for text, match in [
+            ("# 0\nim0.png\n3 24 30\n1\n1 0.9 a 2 3 4\n", "w.txt:5: expected x1, got 'a'"),
+            ("im0.png\n3 24 30\n1\n1 0.9 1 2 3 4\n", "w.txt:1: expected '# image_index', got 'im0.png'"),
+            ("# 1\nim0.png\n3 24 30\n1\n1 0.9 1 2 3 4\n", "image index 1, expected 0"),
+            ("# 0\nim0.png\n3 24 30\n1\n1 0.9 1 2 3\n", "ends where y2 was expected"),
+            ("\n", "is empty"),
+            ("# 0\nim0.png\n3 24 30\n1\n1 0.1 1 2 3 4\n", "no foreground"),
+            ("# 0\nim0.png\n3 24 30\n1\n1 0.9 20 2 31 4\n", "outside its 30x24 image")]:
+        with pytest.raises(CaffeError, match=match):
+            layer(text)
     with pytest.raises(CaffeError, match="cannot read window file"):
         net(f"""layer {{ name: "w" type: "WindowData" top: "data" top: "label"
           transform_param {{ crop_size: 4 }}

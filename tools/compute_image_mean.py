@@ -1,11 +1,9 @@
 """compute_image_mean: the mean image of an LMDB of Datum, written as a binaryproto."""
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from minicaffe import io
-from minicaffe import minicaffe_pb2 as pb
 from minicaffe.errors import CaffeError
-from minicaffe.transform import decode_datum
+from minicaffe.transform import read_datum
 
 HELP = "compute the mean image of an LMDB"
 
@@ -19,12 +17,7 @@ def add_arguments(p):
 def run(a):
     total, n = None, 0
     for key, v in io.read_lmdb(a.db):
-        d = pb.Datum()
-        try:
-            d.ParseFromString(v)
-        except (DecodeError, RuntimeError) as e:
-            raise CaffeError(f"{a.db}: the entry {key!r} is not a Datum ({e})") from None
-        x = decode_datum(d).astype(np.float64)
+        x = read_datum(v, f"{a.db}: the entry {key!r}")[0].astype(np.float64)
         if total is None:
             total = np.zeros_like(x)
         elif x.shape != total.shape:
