@@ -3,6 +3,8 @@ import numpy as np
 
 from minicaffe.layer import Layer, canonical_axis, prod, register
 
+from .softmax import class_labels, label_geometry
+
 
 @register("Accuracy")
 class Accuracy(Layer):
@@ -17,14 +19,10 @@ class Accuracy(Layer):
 
     def reshape(self, bottom, top):
         self.axis = canonical_axis(self.param.accuracy_param.axis, bottom[0].data.ndim)
-        self.outer = prod(bottom[0].shape[:self.axis])
-        self.inner = prod(bottom[0].shape[self.axis + 1:])
         c = bottom[0].shape[self.axis]
         if self.top_k > c:
             raise self.error(f"top_k ({self.top_k}) must not exceed the number of classes ({c})")
-        if self.outer * self.inner != bottom[1].count:
-            raise self.error(f"number of labels ({bottom[1].count}) must equal the number of "
-                             f"predictions ({self.outer * self.inner})")
+        self.outer, self.inner = label_geometry(self, bottom[0], bottom[1], self.axis)
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape((c,))
@@ -32,13 +30,7 @@ class Accuracy(Layer):
     def forward(self, bottom, top):
         x = bottom[0].data.reshape(self.outer, -1, self.inner)
         c = x.shape[1]
-        raw = bottom[1].data.reshape(self.outer, self.inner)
-        lab = np.where(np.isfinite(raw), raw, -1).astype(np.int64)
-        valid = np.ones(lab.shape, bool) if self.ignore is None else lab != self.ignore
-        bad = valid & ((lab < 0) | (lab >= c))
-        if bad.any():
-            raise self.error(f"label {raw[bad][0]:g} is outside [0, {c})")
-        safe = np.where(valid, lab, 0)
+        safe, valid = class_labels(self, bottom[1].data.reshape(self.outer, self.inner), c, self.ignore)
         true = np.take_along_axis(x, safe[:, None, :], axis=1)
         better = (x >= true).sum(axis=1) - 1          # classes scoring at least as high, ties count
         correct = (better < self.top_k) & valid

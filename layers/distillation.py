@@ -4,7 +4,7 @@ import numpy as np
 
 from minicaffe.layer import canonical_axis, prod, register
 
-from .softmax import FLT_MIN, LossLayer, normalization_mode, normalizer, softmax
+from .softmax import FLT_MIN, LossLayer, label_geometry, normalization_mode, normalizer, softmax
 
 
 @register("KnowledgeDistillation")
@@ -42,10 +42,8 @@ class KnowledgeDistillation(LossLayer):
                              "must have the same shape")
         self.outer = prod(s.shape[:self.axis])
         self.inner = prod(s.shape[self.axis + 1:])
-        if len(bottom) == 3 and bottom[2].count != self.outer * self.inner:
-            raise self.error(f"number of labels ({bottom[2].count}) must equal the number of "
-                             f"predictions ({self.outer * self.inner}); logits {s.shape}, "
-                             f"labels {bottom[2].shape}")
+        if len(bottom) == 3:
+            label_geometry(self, s, bottom[2], self.axis)
         top[0].reshape(())
 
     def forward(self, bottom, top):

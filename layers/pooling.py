@@ -119,8 +119,6 @@ class SPP(Layer):
     n_top = 1
 
     def setup(self, bottom, top):
-        if bottom[0].data.ndim != 4:
-            raise self.error(f"needs a 4-D bottom, got shape {bottom[0].shape}")
         self.height = self.param.spp_param.pyramid_height
         if self.height < 1:
             raise self.error("spp_param.pyramid_height must be at least 1")
