@@ -4,7 +4,8 @@ import numpy as np
 
 from minicaffe.layer import canonical_axis, prod, register
 
-from .softmax import FLT_MIN, LossLayer, label_geometry, normalization_mode, normalizer, softmax
+from .softmax import (FLT_MIN, LossLayer, label_geometry, loss_weight, normalization_mode, normalizer,
+                      softmax)
 
 
 @register("KnowledgeDistillation")
@@ -66,6 +67,6 @@ class KnowledgeDistillation(LossLayer):
         if not propagate_down[0]:
             return
         # d(T^2 KL)/d(student) = T^2 * (1/T) * (p_s - p_t)
-        scale = self.T * top[0].diff.ravel()[0] / self.norm
+        scale = self.T * loss_weight(top) / self.norm
         d = (self.p_s - self.p_t) * self.valid[:, None, :] * np.float32(scale)
         bottom[0].diff[...] = d.reshape(bottom[0].shape)

@@ -6,14 +6,10 @@ from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.layer import canonical_axis, register
 
-from .softmax import (LP, LossLayer, class_labels, label_geometry, normalization_mode, normalizer,
-                      softmax)
+from .softmax import (LP, LossLayer, class_labels, label_geometry, loss_weight, normalization_mode,
+                      normalizer, softmax)
 
 LOG_THRESHOLD = np.float32(1e-20)     # Caffe's kLOG_THRESHOLD: log(p) never below log(1e-20)
-
-
-def _loss_weight(top):
-    return float(top[0].diff.ravel()[0])
 
 
 @register("SigmoidCrossEntropyLoss")
@@ -45,7 +41,7 @@ class SigmoidCrossEntropyLoss(LossLayer):
         if propagate_down[0]:
             x, t = bottom[0].data, bottom[1].data.reshape(bottom[0].shape)
             s = 0.5 * np.tanh(0.5 * x) + 0.5
-            bottom[0].diff[...] = (s - t) * self.valid * (_loss_weight(top) / self.norm)
+            bottom[0].diff[...] = (s - t) * self.valid * (loss_weight(top) / self.norm)
 
 
 @register("EuclideanLoss")
@@ -65,7 +61,7 @@ class EuclideanLoss(LossLayer):
         top[0].data[...] = (self.d.astype(np.float64) ** 2).sum() / bottom[0].shape[0] / 2
 
     def backward(self, top, propagate_down, bottom):
-        a = _loss_weight(top) / bottom[0].shape[0]
+        a = loss_weight(top) / bottom[0].shape[0]
         for i, sign in ((0, 1), (1, -1)):
             if propagate_down[i]:
                 bottom[i].diff[...] = (sign * a * self.d).reshape(bottom[i].shape)
@@ -97,7 +93,7 @@ class HingeLoss(LossLayer):
             l1 = self.param.hinge_loss_param.norm == pb.HingeLossParameter.L1
             g = np.sign(self.d) if l1 else 2 * self.d
             g[np.arange(n), self.lab] *= -1
-            bottom[0].diff[...] = (g * (_loss_weight(top) / n)).reshape(bottom[0].shape)
+            bottom[0].diff[...] = (g * (loss_weight(top) / n)).reshape(bottom[0].shape)
 
 
 @register("ContrastiveLoss")
@@ -130,7 +126,7 @@ class ContrastiveLoss(LossLayer):
         for i, sign in ((0, 1.0), (1, -1.0)):
             if not propagate_down[i]:
                 continue
-            alpha = sign * _loss_weight(top) / n
+            alpha = sign * loss_weight(top) / n
             if p.legacy_version:
                 dis = np.where(p.margin - self.d2 > 0, -alpha, 0.0)
             else:
@@ -206,7 +202,7 @@ class InfogainLoss(LossLayer):
             return
         rows = self._h(bottom)[self.lab]
         d = self.prob * rows.sum(axis=2)[:, None, :] - rows.transpose(0, 2, 1)
-        d *= self.valid[:, None, :] * (_loss_weight(top) / self.norm)
+        d *= self.valid[:, None, :] * (loss_weight(top) / self.norm)
         bottom[0].diff[...] = d.reshape(bottom[0].shape)
 
 
@@ -236,4 +232,4 @@ class MultinomialLogisticLoss(LossLayer):
             n = bottom[0].shape[0]
             d = bottom[0].diff.reshape(n, -1)
             d[...] = 0
-            d[np.arange(n), self.lab] = -_loss_weight(top) / n / self.p
+            d[np.arange(n), self.lab] = -loss_weight(top) / n / self.p

@@ -65,6 +65,11 @@ def class_labels(layer, raw, n_classes, ignore=None):
     return np.where(valid, lab, 0), valid
 
 
+def loss_weight(top):
+    """The loss weight the net seeds into the loss top's diff."""
+    return float(top[0].diff.ravel()[0])
+
+
 class LossLayer(Layer):
     is_loss = True
     min_bottom = 2
@@ -115,5 +120,5 @@ class SoftmaxWithLoss(LossLayer):
         o, i = np.meshgrid(np.arange(self.outer), np.arange(self.inner), indexing="ij")
         d[o, self.lab, i] -= 1
         d *= self.valid[:, None, :]
-        d *= top[0].diff.ravel()[0] / self.norm
+        d *= loss_weight(top) / self.norm
         bottom[0].diff[...] = d.reshape(bottom[0].shape)

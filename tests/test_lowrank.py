@@ -1,43 +1,17 @@
 """Low-rank factorization (minicaffe/compress/lowrank.py over netedit.py): at full rank the factorized
 net computes what the original computes; below it, the layer computes the truncated SVD's product;
 the energy rule picks the smallest rank; what cannot be factorized is refused; the result trains."""
-import os
-
 import numpy as np
 import pytest
 
 import minicaffe
-from minicaffe import io, log
+from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.compress.lowrank import choose_ranks, energy_rank, lowrank, parse_ranks
 from minicaffe.compress.netedit import CAFFE_LAST_FIELD, NetEdit
 from minicaffe.errors import CaffeError
-from nets import trains_a_few_steps
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LENET = os.path.join(ROOT, "models/lenet/lenet.prototxt")
-
-
-@pytest.fixture(autouse=True)
-def quiet():
-    saved, log.quiet = log.quiet, True
-    yield
-    log.quiet = saved
-
-
-def random_net(tmp_path, model, seed=0):
-    """A net from `model` (a path or prototxt text) with random weights and biases, saved."""
-    if not os.path.exists(model):
-        (tmp_path / "net.prototxt").write_text(model)
-        model = str(tmp_path / "net.prototxt")
-    net = minicaffe.Net(model, minicaffe.TEST)
-    rs = np.random.RandomState(seed)
-    for blobs in net.params.values():
-        for b in blobs:
-            b.data[...] = rs.uniform(-0.5, 0.5, b.shape)
-    weights = str(tmp_path / "net.caffemodel")
-    net.save(weights)
-    return net, model, weights
+from nets import LENET, SMALL_TRAIN_NET, random_net, same_outputs, trains_a_few_steps
+from nets import quiet  # noqa: F401  (autouse: the log silenced)
 
 
 def factorized(tmp_path, model, weights, ranks, scheme="channel"):
@@ -45,16 +19,6 @@ def factorized(tmp_path, model, weights, ranks, scheme="channel"):
     done = lowrank(edit, ranks, scheme)
     m, w = edit.save(str(tmp_path / "lowrank"))
     return minicaffe.Net(m, minicaffe.TEST, weights=w), done
-
-
-def outputs(net, x, names):
-    net.forward(data=x)
-    return {n: net.blobs[n].data.copy() for n in names}
-
-
-def assert_close(a, b):
-    assert a.shape == b.shape
-    assert np.allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(a).max()), np.abs(a - b).max()
 
 
 CONV_NET = """
@@ -82,9 +46,7 @@ def test_full_rank_lenet_equals_original(tmp_path):
     assert small.params["conv2_v"][0].data.shape == (50, 20, 5, 5)
     assert small.params["conv2_u"][0].data.shape == (50, 50, 1, 1)
     x = np.random.RandomState(1).random_sample((64, 1, 28, 28)).astype(np.float32)
-    a, b = outputs(net, x, ["conv2", "ip1", "prob"]), outputs(small, x, ["conv2", "ip1", "prob"])
-    for n in a:
-        assert_close(a[n], b[n])
+    same_outputs(net, small, x, ["conv2", "ip1", "prob"])
 
 
 @pytest.mark.parametrize("scheme", ["channel", "spatial"])
@@ -97,9 +59,7 @@ def test_full_rank_conv_schemes_and_transposed_ip(tmp_path, scheme):
         assert small.params["conv_v"][0].data.shape == (12, 4, 3, 1)
         assert small.params["conv_u"][0].data.shape == (6, 12, 1, 4)
     x = np.random.RandomState(3).standard_normal((3, 4, 13, 11)).astype(np.float32)
-    a, b = outputs(net, x, ["conv", "conv2", "ip"]), outputs(small, x, ["conv", "conv2", "ip"])
-    for n in a:
-        assert_close(a[n], b[n])
+    same_outputs(net, small, x, ["conv", "conv2", "ip"])
     for lp in io.read_net(str(tmp_path / "lowrank.prototxt")).layer:     # plain Caffe only
         assert lp.type in ("Input", "Convolution", "InnerProduct", "Softmax")
         p = lp.convolution_param if lp.type == "Convolution" else lp.inner_product_param
@@ -126,9 +86,7 @@ def test_low_rank_is_the_truncated_svd(tmp_path, scheme):
         net.params["conv"][0].data[...] = m.reshape(c, kh, n, kw).transpose(2, 0, 1, 3)
     net.params["ip"][0].data[...] = truncated(w["ip"].T, 2).T      # transpose: stored (K, N)
     x = np.random.RandomState(5).standard_normal((3, 4, 13, 11)).astype(np.float32)
-    a, b = outputs(net, x, ["conv", "conv2", "ip"]), outputs(small, x, ["conv", "conv2", "ip"])
-    for name in a:
-        assert_close(a[name], b[name])
+    same_outputs(net, small, x, ["conv", "conv2", "ip"])
     assert not np.allclose(truncated(w["ip"].T, 2), w["ip"].T, atol=1e-2)   # rank 2 did change it
     # The singular values are split evenly: both factors have the same singular values.
     u, v = small.params["ip_u"][0].data, small.params["ip_v"][0].data
@@ -185,29 +143,8 @@ def test_refusals(tmp_path):
     assert "conv2" not in choose_ranks(NetEdit.load(model, weights), 0.5)
 
 
-TRAIN_NET = """
-name: "small"
-layer { name: "data" type: "DummyData" top: "data" top: "label" include { phase: TRAIN }
-  dummy_data_param { shape { dim: 16 dim: 1 dim: 10 dim: 10 } shape { dim: 16 }
-    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 2 } } }
-layer { name: "data" type: "DummyData" top: "data" top: "label" include { phase: TEST }
-  dummy_data_param { shape { dim: 4 dim: 1 dim: 10 dim: 10 } shape { dim: 4 }
-    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 2 } } }
-layer { name: "conv1" type: "CmpConvolution" bottom: "data" top: "conv1"
-  param { lr_mult: 1 name: "c1w" } param { lr_mult: 2 name: "c1b" }
-  convolution_param { num_output: 6 kernel_size: 3 sparse_ratio: 0.2 weight_filler { type: "xavier" } } }
-layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
-layer { name: "ip1" type: "CmpInnerProduct" bottom: "pool1" top: "ip1" param { lr_mult: 1 } param { lr_mult: 2 }
-  inner_product_param { num_output: 8 sparse_ratio: 0.3 weight_filler { type: "xavier" } } }
-layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
-layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
-layer { name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "accuracy" include { phase: TEST } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
-"""
-
-
 def test_factorized_cmp_train_test_net_trains(tmp_path):
-    net, model, weights = random_net(tmp_path, TRAIN_NET)
+    net, model, weights = random_net(tmp_path, SMALL_TRAIN_NET)
     edit = NetEdit.load(model, weights)
     lowrank(edit, {"conv1": 3, "ip1": 4})
     m, w = edit.save(str(tmp_path / "lowrank"))

@@ -15,6 +15,7 @@ from minicaffe import minicaffe_pb2 as pb
 from minicaffe.compress import mcz
 from minicaffe.compress import quantize as Q
 from minicaffe.errors import CaffeError
+from nets import quiet  # noqa: F401  (autouse: the log silenced)
 
 
 NET = """
@@ -26,13 +27,6 @@ layer { name: "ipt" type: "InnerProduct" bottom: "y" top: "z"
         inner_product_param { num_output: 4 transpose: true } }
 """
 SCALES = {"conv": 0.02, "ip": 0.05, "ipt": 0.1}
-
-
-@pytest.fixture(autouse=True)
-def quiet():
-    saved, log.quiet = log.quiet, True
-    yield
-    log.quiet = saved
 
 
 @pytest.fixture(autouse=True)

@@ -1,52 +1,16 @@
 """Thinning (minicaffe/compress/thin.py over netedit.py): a filter-pruned net with its zero filters
 removed computes what the pruned net computes, trains, and refuses what it cannot thin."""
-import os
-
 import numpy as np
 import pytest
 
 import minicaffe
-from minicaffe import io, log
+from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.compress.netedit import NetEdit
 from minicaffe.compress.thin import thin
 from minicaffe.errors import CaffeError
-from nets import trains_a_few_steps
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LENET = os.path.join(ROOT, "models/lenet/lenet.prototxt")
-
-
-@pytest.fixture(autouse=True)
-def quiet():
-    saved, log.quiet = log.quiet, True
-    yield
-    log.quiet = saved
-
-
-def pruned(tmp_path, model, zero, seed=0):
-    """A net from `model` (a path or prototxt text) with random weights and biases (biases nonzero,
-    so removed filters leave constants to fold), the filters in `zero` set to 0, saved."""
-    if not os.path.exists(model):
-        (tmp_path / "net.prototxt").write_text(model)
-        model = str(tmp_path / "net.prototxt")
-    net = minicaffe.Net(model, minicaffe.TEST)
-    rs = np.random.RandomState(seed)
-    for name, blobs in net.params.items():
-        for b in blobs:
-            b.data[...] = rs.uniform(-0.5, 0.5, b.shape)
-        if net.layer_dict[name].type == "BatchNorm":
-            blobs[1].data[...] = rs.uniform(0.5, 2, blobs[1].shape)    # variances
-            blobs[2].data[...] = 0.8                                    # the moving-average factor
-    for name, filters in zero.items():
-        w = net.params[name][0].data
-        if net.layer_dict[name].param.inner_product_param.transpose:     # (inputs, outputs)
-            w[:, filters] = 0
-        else:
-            w[filters] = 0
-    weights = str(tmp_path / "pruned.caffemodel")
-    net.save(weights)
-    return net, model, weights
+from nets import LENET, SMALL_TRAIN_NET, random_net, same_outputs, trains_a_few_steps
+from nets import quiet  # noqa: F401  (autouse: the log silenced)
 
 
 def thinned(tmp_path, model, weights, keep=()):
@@ -56,16 +20,6 @@ def thinned(tmp_path, model, weights, keep=()):
     return minicaffe.Net(m, minicaffe.TEST, weights=w), notes
 
 
-def same_outputs(a, b, x, blobs):
-    a.forward(data=x)
-    b.forward(data=x)
-    for name in blobs:
-        ya, yb = a.blobs[name].data, b.blobs[name].data
-        assert ya.shape == yb.shape, name
-        assert np.allclose(ya, yb, rtol=1e-4, atol=1e-5 * np.abs(ya).max()), \
-            (name, np.abs(ya - yb).max())
-
-
 def shapes(net):
     return {name: tuple(blobs[0].data.shape) for name, blobs in net.params.items()}
 
@@ -73,7 +27,7 @@ def shapes(net):
 def test_lenet_thinned_equals_pruned(tmp_path):
     rs = np.random.RandomState(1)
     zero = {"conv1": [1, 5, 7], "conv2": [0, 3, 10, 49], "ip1": rs.choice(500, 300, replace=False)}
-    net, model, weights = pruned(tmp_path, LENET, zero)
+    net, model, weights = random_net(tmp_path, LENET, zero=zero)
     small, notes = thinned(tmp_path, model, weights)
     assert notes == []
     assert shapes(small) == {"conv1": (17, 1, 5, 5), "conv2": (46, 17, 5, 5), "ip1": (200, 46 * 16),
@@ -95,7 +49,7 @@ layer { name: "fc" type: "InnerProduct" bottom: "c3" top: "fc" inner_product_par
 layer { name: "d1" type: "Convolution" bottom: "data" top: "d1" convolution_param { num_output: 4 kernel_size: 3 } }
 layer { name: "d2" type: "Convolution" bottom: "d1" top: "d2" convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }
 """
-    net, model, weights = pruned(tmp_path, text, {"c1": [0, 2, 5], "d1": [1, 3]})
+    net, model, weights = random_net(tmp_path, text, zero={"c1": [0, 2, 5], "d1": [1, 3]})
     net.params["c1"][1].data[[0, 2, 5]] = [0.7, -0.3, -0.2]    # ReLU: 0.7, 0, 0
     net.params["d1"][1].data[[1, 3]] = [0.5, 0]                 # 1 stays (d2 is padded), 3 goes
     net.save(weights)
@@ -137,7 +91,7 @@ layer { name: "fc2" type: "InnerProduct" bottom: "fc1" top: "fc2" inner_product_
 def test_concat_eltwise_batchnorm_scale_prelu_flatten(tmp_path):
     zero = {"conv1": [1, 4], "conv2a": [0, 3], "conv2b": [2], "conv3a": [1, 2], "conv3b": [2, 4],
             "fc1": [3]}
-    net, model, weights = pruned(tmp_path, BRANCHY, zero)
+    net, model, weights = random_net(tmp_path, BRANCHY, zero=zero)
     small, notes = thinned(tmp_path, model, weights)
     s = shapes(small)
     assert s["conv1"] == (6, 3, 3, 3) and s["conv2a"] == (4, 6, 1, 1) and s["conv2b"] == (5, 6, 1, 1)
@@ -178,7 +132,7 @@ layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolutio
             r"layer 'cat' \(Concat\) concatenates along axis 2",
     }
     for tail, message in cases.items():
-        net, model, weights = pruned(tmp_path, head + tail, {"conv1": [2]})
+        net, model, weights = random_net(tmp_path, head + tail, zero={"conv1": [2]})
         with pytest.raises(CaffeError, match=message):
             thinned(tmp_path, model, weights)
         small, _ = thinned(tmp_path, model, weights, keep=["conv1"])
@@ -187,28 +141,8 @@ layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolutio
         thinned(tmp_path, model, weights, keep=["nope"])
 
 
-TRAIN_NET = """
-name: "small"
-layer { name: "data" type: "DummyData" top: "data" top: "label" include { phase: TRAIN }
-  dummy_data_param { shape { dim: 16 dim: 1 dim: 10 dim: 10 } shape { dim: 16 }
-    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 2 } } }
-layer { name: "data" type: "DummyData" top: "data" top: "label" include { phase: TEST }
-  dummy_data_param { shape { dim: 4 dim: 1 dim: 10 dim: 10 } shape { dim: 4 }
-    data_filler { type: "gaussian" std: 1 } data_filler { type: "constant" value: 2 } } }
-layer { name: "conv1" type: "CmpConvolution" bottom: "data" top: "conv1" param { lr_mult: 1 } param { lr_mult: 2 }
-  convolution_param { num_output: 6 kernel_size: 3 sparse_ratio: 0.2 weight_filler { type: "xavier" } } }
-layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
-layer { name: "ip1" type: "CmpInnerProduct" bottom: "pool1" top: "ip1"
-  inner_product_param { num_output: 8 sparse_ratio: 0.3 weight_filler { type: "xavier" } } }
-layer { name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }
-layer { name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }
-layer { name: "accuracy" type: "Accuracy" bottom: "ip2" bottom: "label" top: "accuracy" include { phase: TEST } }
-layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip2" bottom: "label" top: "loss" }
-"""
-
-
 def test_thinned_train_test_net_trains(tmp_path):
-    net, model, weights = pruned(tmp_path, TRAIN_NET, {"conv1": [0, 3], "ip1": [1, 2, 6]})
+    net, model, weights = random_net(tmp_path, SMALL_TRAIN_NET, zero={"conv1": [0, 3], "ip1": [1, 2, 6]})
     edit = NetEdit.load(model, weights)
     thin(edit)
     m, w = edit.save(str(tmp_path / "thin"))
@@ -220,7 +154,7 @@ def test_thinned_train_test_net_trains(tmp_path):
 
 def test_cli_writes_both_files_and_a_table(tmp_path, capsys):
     from minicaffe import cli
-    net, model, weights = pruned(tmp_path, LENET, {"conv1": [0, 1], "ip1": list(range(100))})
+    net, model, weights = random_net(tmp_path, LENET, zero={"conv1": [0, 1], "ip1": list(range(100))})
     out = str(tmp_path / "out")
     assert cli.main(["thin", "--model", model, "--weights", weights, "-o", out + ".caffemodel"]) == 0
     table = capsys.readouterr().out
@@ -234,7 +168,7 @@ def test_cli_writes_both_files_and_a_table(tmp_path, capsys):
 
 def test_netedit_replaces_a_layer_by_two(tmp_path):
     """The edit a low-rank factorization makes: ip1 (W = U V) becomes ip1_v then ip1_u."""
-    net, model, weights = pruned(tmp_path, LENET, {})
+    net, model, weights = random_net(tmp_path, LENET)
     edit = NetEdit.load(model, weights)
     w, b = edit.weights("ip1")
     u, sv, vt = np.linalg.svd(w.astype(np.float64), full_matrices=False)
