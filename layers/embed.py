@@ -50,7 +50,8 @@ class Embed(Layer):
 
     def forward(self, bottom, top):
         out = top[0].data.reshape(-1, self.n)
-        np.take(self.blobs[0].data, self._indices(bottom), axis=0, out=out)
+        self.idx = self._indices(bottom)
+        np.take(self.blobs[0].data, self.idx, axis=0, out=out)
         if len(self.blobs) > 1:
             out += self.blobs[1].data
 
@@ -58,6 +59,6 @@ class Embed(Layer):
         if propagate_down[0]:
             raise self.error("cannot backpropagate to the indices; set propagate_down: false")
         dy = top[0].diff.reshape(-1, self.n)
-        _add_rows(self.blobs[0].diff, self._indices(bottom), dy)
+        _add_rows(self.blobs[0].diff, self.idx, dy)
         if len(self.blobs) > 1:
             self.blobs[1].diff += dy.sum(axis=0)
