@@ -201,10 +201,11 @@ class WindowData(BatchSource):
             i = int(w[0])
             if i not in loaded:
                 loaded[i] = self._load(i)
-            out[j] = self._warp(loaded[i], w[3:].astype(int), flip)
+            self._warp(loaded[i], w[3:].astype(int), flip, out[j])
         return out, picked[:, 1].astype(F)
 
-    def _warp(self, img, box, flip):
+    def _warp(self, img, box, flip, out):
+        """Window `box` of img, warped, into `out` (3, crop, crop), already zero where padded."""
         p = self.param.window_data_param
         h, w = img.shape[:2]
         (x1, y1, x2, y2), (oh, ow), (ph, pw) = window_geometry(
@@ -222,6 +223,4 @@ class WindowData(BatchSource):
             x -= self.mean[:, o + ph:o + ph + oh, o + pw:o + pw + ow]
         elif self.mean is not None:
             x -= self.mean[:, None, None] if len(self.mean) == 3 else self.mean[0]
-        out = np.zeros((3, self.crop, self.crop), F)
         out[:, ph:ph + oh, pw:pw + ow] = x * F(self.scale)
-        return out

@@ -272,9 +272,9 @@ layer {{ name: "d" type: "Data" top: "data" top: "label"
 
 def _close_lmdbs():
     """The Data layer keeps read-only environments open by database; each case makes a new one."""
-    for env in getattr(io, "_LMDB_ENVS", {}).values():
+    for env in io._LMDB_ENVS.values():
         env.close()
-    getattr(io, "_LMDB_ENVS", {}).clear()
+    io._LMDB_ENVS.clear()
 
 
 def _mutate_inside(value, ops):
