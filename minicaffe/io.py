@@ -361,8 +361,7 @@ class H5Reader:
 
     def blobs(self, group, out):
         """Datasets '0', '1', ... of a group as blobs appended to `out`."""
-        n = len(group)
-        for i in range(n):
+        for i in range(len(group)):
             a = np.asarray(self.read(group, str(i), "fiu"), np.float32)
             array_to_blob(a, out.add())
 

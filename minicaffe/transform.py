@@ -81,17 +81,13 @@ class Transformer:
         elif len(tp.mean_value):
             self.mean = np.asarray(tp.mean_value, np.float32)
 
-    def out_shape(self, c, h, w):
-        crop = self.tp.crop_size
-        if crop and (crop > h or crop > w):
-            raise CaffeError(f"crop_size {crop} is larger than the {h}x{w} image")
-        return (c, crop, crop) if crop else (c, h, w)
-
     def __call__(self, batch, rs):
         """batch: (B, C, H, W) uint8 or float; rs: the random stream for crops and mirrors."""
         tp = self.tp
         b, c, h, w = batch.shape
-        self.out_shape(c, h, w)
+        crop = tp.crop_size
+        if crop > h or crop > w:
+            raise CaffeError(f"crop_size {crop} is larger than the {h}x{w} image")
         x = batch.astype(np.float32)
         if self.mean is not None:
             m = self.mean
@@ -103,7 +99,6 @@ class Transformer:
                 if m.shape != (c, h, w):
                     raise CaffeError(f"mean_file shape {m.shape} does not match the data {(c, h, w)}")
                 x -= m
-        crop = tp.crop_size
         train = self.phase == pb.TRAIN
         mirror = (rs.integers(0, 2, b) == 1) if (tp.mirror and train) else np.zeros(b, bool)
         if crop or mirror.any():
