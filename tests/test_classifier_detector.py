@@ -5,8 +5,6 @@ import pytest
 from PIL import Image
 
 import caffe
-from caffe.classifier import Classifier     # also caffe.Classifier / caffe.Detector once exported
-from caffe.detector import Detector
 
 NET = """name: "tiny"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 8 dim: 8 } } }
@@ -45,7 +43,7 @@ def by_hand(model, crops):
 
 
 def classifier(model, **kw):
-    return Classifier(model[0], model[1], mean=MEAN, raw_scale=255, channel_swap=(2, 1, 0),
+    return caffe.Classifier(model[0], model[1], mean=MEAN, raw_scale=255, channel_swap=(2, 1, 0),
                             input_scale=0.5, **kw)
 
 
@@ -86,7 +84,7 @@ def image(tmp_path):
 
 def test_detector_windows(model, image):
     path, im = image
-    det = Detector(model[0], model[1], mean=MEAN, raw_scale=255, channel_swap=(2, 1, 0),
+    det = caffe.Detector(model[0], model[1], mean=MEAN, raw_scale=255, channel_swap=(2, 1, 0),
                          input_scale=0.5)
     windows = np.array([[2, 3, 12, 15], [0, 0, 8, 8], [5, 1, 19, 9]])
     found = det.detect_windows(zip([path], [windows]))         # a one-pass iterable, as py3's zip
@@ -101,7 +99,7 @@ def test_detector_windows(model, image):
 
 def test_detector_context_crop_by_hand(model, image):
     _, im = image
-    det = Detector(model[0], model[1], mean=MEAN, raw_scale=255, channel_swap=(2, 1, 0),
+    det = caffe.Detector(model[0], model[1], mean=MEAN, raw_scale=255, channel_swap=(2, 1, 0),
                          context_pad=1)
     assert tuple(det.crop_dims) == (8, 8, 3)
     # window (0, 0, 6, 6): 7x7 scaled by 8/6 around (3.5, 3.5) is the box -1..8 (10 wide, so 8/10

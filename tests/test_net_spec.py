@@ -29,21 +29,29 @@ def lenet(source, batch_size):
     return n.to_proto()
 
 
-def conv_text(name, bottom, num_output):
+def learned_text(name, type_, param, bottom, num_output, kernel_line=""):
+    """A Convolution or InnerProduct layer with xavier weights, as to_proto prints it."""
     return f'''layer {{
   name: "{name}"
-  type: "Convolution"
+  type: "{type_}"
   bottom: "{bottom}"
   top: "{name}"
-  convolution_param {{
+  {param} {{
     num_output: {num_output}
-    kernel_size: 5
-    weight_filler {{
+{kernel_line}    weight_filler {{
       type: "xavier"
     }}
   }}
 }}
 '''
+
+
+def conv_text(name, bottom, num_output):
+    return learned_text(name, "Convolution", "convolution_param", bottom, num_output, "    kernel_size: 5\n")
+
+
+def ip_text(name, bottom, num_output):
+    return learned_text(name, "InnerProduct", "inner_product_param", bottom, num_output)
 
 
 def pool_text(name, bottom):
@@ -56,22 +64,6 @@ def pool_text(name, bottom):
     pool: MAX
     kernel_size: 2
     stride: 2
-  }}
-}}
-'''
-
-
-def ip_text(name, bottom, num_output):
-    return f'''layer {{
-  name: "{name}"
-  type: "InnerProduct"
-  bottom: "{bottom}"
-  top: "{name}"
-  inner_product_param {{
-    num_output: {num_output}
-    weight_filler {{
-      type: "xavier"
-    }}
   }}
 }}
 '''

@@ -23,6 +23,13 @@ def configure_transformer(net, mean, input_scale, raw_scale, channel_swap):
     return t
 
 
+def forward_images(net, images):
+    """The net's first output for each (H, W, K) image, preprocessed by net.transformer."""
+    in_ = net.inputs[0]
+    caffe_in = np.array([net.transformer.preprocess(in_, x) for x in images], dtype=np.float32)
+    return net.forward_all(**{in_: caffe_in})[net.outputs[0]]
+
+
 class Classifier(Net):
     """A TEST-phase Net that classifies (H, W, K) images: each is resized to `image_dims` (default:
     the input's), then its centre crop, or its ten oversampled crops with their predictions
@@ -51,9 +58,7 @@ class Classifier(Net):
             crop = (np.tile(center, 2) + np.concatenate([-self.crop_dims / 2.0,
                                                          self.crop_dims / 2.0])).astype(int)
             input_ = input_[:, crop[0]:crop[2], crop[1]:crop[3], :]
-        in_ = self.inputs[0]
-        caffe_in = np.array([self.transformer.preprocess(in_, x) for x in input_], dtype=np.float32)
-        predictions = self.forward_all(**{in_: caffe_in})[self.outputs[0]]
+        predictions = forward_images(self, input_)
         if oversample:
             predictions = predictions.reshape((len(predictions) // 10, 10, -1)).mean(1)
         return predictions

@@ -4,7 +4,7 @@ import numpy as np
 from minicaffe.net import Net
 
 from . import io
-from .classifier import configure_transformer
+from .classifier import configure_transformer, forward_images
 from .proto.caffe_pb2 import TEST
 
 
@@ -26,9 +26,7 @@ class Detector(Net):
         for image_fname, windows in images_windows:
             image = io.load_image(image_fname).astype(np.float32)
             window_inputs.extend(self.crop(image, w) for w in windows)
-        in_ = self.inputs[0]
-        caffe_in = np.array([self.transformer.preprocess(in_, w) for w in window_inputs], dtype=np.float32)
-        predictions = self.forward_all(**{in_: caffe_in})[self.outputs[0]]
+        predictions = forward_images(self, window_inputs)
         windows = [(f, w) for f, ws in images_windows for w in ws]
         return [{'window': w, 'prediction': p, 'filename': f} for (f, w), p in zip(windows, predictions)]
 

@@ -64,7 +64,7 @@ def datum_to_array(datum):
     if len(datum.data):
         return np.frombuffer(datum.data, np.uint8).reshape(
             datum.channels, datum.height, datum.width).copy()
-    return np.array(datum.float_data).astype(float).reshape(datum.channels, datum.height, datum.width)
+    return np.array(datum.float_data, dtype=float).reshape(datum.channels, datum.height, datum.width)
 
 
 # ---------------------------------------------------------------- preprocessing
@@ -260,10 +260,9 @@ def _resize_like_skimage(im, dims, order):
     """scikit-image's resize(im, dims, order) for an (H, W, K) float image."""
     _check_order(order)
     out = im.astype(np.float64)
-    if any(m < n for n, m in zip(im.shape[:2], dims)):     # anti-aliasing, on every shrunk axis
-        for axis, (n, m) in enumerate(zip(im.shape[:2], dims)):
-            if n > m:
-                out = _gaussian(out, axis, (n / m - 1) / 2)
+    for axis, (n, m) in enumerate(zip(im.shape[:2], dims)):
+        if n > m:                                           # anti-aliasing, on every shrunk axis
+            out = _gaussian(out, axis, (n / m - 1) / 2)
     for axis, (n, m) in enumerate(zip(im.shape[:2], dims)):
         coords = _mirror((np.arange(m) + 0.5) * (n / m) - 0.5, n)
         out = _sample(out, axis, coords, order)

@@ -53,14 +53,20 @@ def assign_proto(proto, name, val):
         setattr(proto, name, val)
 
 
-def to_proto(*tops):
-    """A NetParameter with every layer needed to compute the given tops, blobs named automatically."""
+def _net(tops, names):
+    """A NetParameter with every layer needed to compute `tops` (Tops or Functions), blobs named
+    from `names` ({Top: name}) or automatically."""
     layers, autonames = OrderedDict(), Counter()
     for top in tops:
-        getattr(top, "fn", top)._to_proto(layers, {}, autonames)
+        top._to_proto(layers, names, autonames)
     net = caffe_pb2.NetParameter()
     net.layer.extend(layers.values())
     return net
+
+
+def to_proto(*tops):
+    """A NetParameter with every layer needed to compute the given tops, blobs named automatically."""
+    return _net(tops, {})
 
 
 class Top:
@@ -183,13 +189,7 @@ class NetSpec:
         self.tops[name]._update(params)
 
     def to_proto(self):
-        names = {v: k for k, v in self.tops.items()}
-        layers, autonames = OrderedDict(), Counter()
-        for top in self.tops.values():
-            top._to_proto(layers, names, autonames)
-        net = caffe_pb2.NetParameter()
-        net.layer.extend(layers.values())
-        return net
+        return _net(self.tops.values(), {v: k for k, v in self.tops.items()})
 
 
 class Layers:
