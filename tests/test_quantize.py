@@ -2,7 +2,6 @@
 encodings, calibration, and the int8 forward against a float computation on the same integers."""
 import argparse
 import os
-import re
 import struct
 import zlib
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 import minicaffe
-from minicaffe import io, log
+from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.compress import mcz
 from minicaffe.compress import quantize as Q

@@ -42,10 +42,6 @@ def costs(param, weights):
 
 
 def run(a):
-    prefix = a.output
-    for ext in (".prototxt", ".caffemodel"):
-        if prefix.endswith(ext):
-            prefix = prefix[:-len(ext)]
     if bool(a.rank) == (a.energy is not None):
         raise CaffeError("give either --rank layer=r,... or --energy E")
     edit = NetEdit.load(a.model, a.weights)
@@ -80,5 +76,5 @@ def run(a):
     for name, (r, full, new) in done.items():
         p0, p1 = before[name][0], sum(after[n][0] for n in new)
         print(f"{name}: rank {r} of {full} -> {' + '.join(new)}, {p0 / p1:.2f}x fewer parameters")
-    model, weights = edit.save(prefix)
+    model, weights = edit.save(a.output)
     print(f"wrote {model} and {weights}")

@@ -24,10 +24,6 @@ def shapes(edit):
 
 
 def run(a):
-    prefix = a.output
-    for ext in (".prototxt", ".caffemodel"):
-        if prefix.endswith(ext):
-            prefix = prefix[:-len(ext)]
     edit = NetEdit.load(a.model, a.weights)
     before = shapes(edit)
     notes = thin(edit, [n for n in a.keep.split(",") if n])
@@ -41,5 +37,5 @@ def run(a):
     print(f"{'total':<14} {'':>15} {t0:>9} -> {t1:<9} ({t0 / max(t1, 1):.2f}x fewer)")
     for line in notes:
         print(line)
-    model, weights = edit.save(prefix)
+    model, weights = edit.save(a.output)
     print(f"wrote {model} and {weights}")

@@ -61,10 +61,13 @@ def _geometry(p, spatial):
     return pad, stride, dilation
 
 
+GEOMETRY = ("kernel_size", "pad", "stride", "dilation", "kernel_h", "kernel_w", "pad_h", "pad_w",
+            "stride_h", "stride_w")
+
+
 def _set_geometry(p, kernel, pad, stride, dilation):
     """Write a 2-D convolution's kernel/pad/stride as the _h/_w fields, dilation as two values."""
-    for f in ("kernel_size", "pad", "stride", "dilation", "kernel_h", "kernel_w", "pad_h", "pad_w",
-              "stride_h", "stride_w"):
+    for f in GEOMETRY:
         p.ClearField(f)
     p.kernel_h, p.kernel_w = kernel
     p.pad_h, p.pad_w = pad
@@ -76,8 +79,8 @@ def matrix(lp, w, scheme):
     """The matrix a layer's weights are factorized as."""
     if kind(lp) == "InnerProduct":
         return w.T if out_axis(lp) else w
-    n, c, kh, kw = w.shape if w.ndim == 4 else (w.shape[0], w.shape[1], 0, 0)
-    if scheme == "spatial":
+    if scheme == "spatial":        # check() made sure w is 4-D
+        n, c, kh, kw = w.shape
         return w.transpose(1, 2, 0, 3).reshape(c * kh, n * kw)
     return w.reshape(w.shape[0], -1)
 
@@ -160,10 +163,9 @@ def factorize(edit, name, rank, scheme="channel"):
             first_w = a.T.reshape(rank, c, kh, 1)
             second_w = b.reshape(rank, n, 1, kw).transpose(1, 0, 2, 3)
         else:
-            for f in ("kernel_h", "kernel_w", "pad", "pad_h", "pad_w", "stride", "stride_h",
-                      "stride_w", "dilation"):
+            for f in GEOMETRY:
                 p2.ClearField(f)
-            p2.kernel_size[:] = [1]
+            p2.kernel_size.append(1)
             first_w = b.reshape((rank,) + w.shape[1:])
             second_w = a.reshape(a.shape + (1,) * (w.ndim - 2))
     edit.replace(name, [first, second], {first_name: [first_w], second_name: [second_w] + bias})

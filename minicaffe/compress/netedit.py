@@ -163,7 +163,11 @@ class NetEdit:
         return out
 
     def save(self, prefix):
-        """Write prefix.prototxt and prefix.caffemodel; return their paths."""
+        """Write prefix.prototxt and prefix.caffemodel (a prefix ending in either extension loses
+        it); return their paths."""
+        for ext in (".prototxt", ".caffemodel"):
+            if prefix.endswith(ext):
+                prefix = prefix[:-len(ext)]
         model, weights = prefix + ".prototxt", prefix + ".caffemodel"
         io.write_text(model, self.net)
         io.write_weights(weights, self.weights_param())

@@ -12,7 +12,7 @@ import numpy as np
 
 from minicaffe import minicaffe_pb2 as pb
 
-from .quantize import QMAX, dequantize, quantize_weights, quantizable, weight_axis
+from .quantize import QMAX, dequantize, quantize_input, quantize_weights, quantizable, weight_axis
 
 MOMENTUM = 0.9     # of the moving average of each input's max |x|
 
@@ -22,7 +22,7 @@ def fake_weights(w, axis):
 
 
 def fake_inputs(x, scale):
-    return (np.clip(np.rint(x / scale), -QMAX, QMAX) * scale).astype(np.float32)
+    return quantize_input(x, scale).astype(np.float32) * np.float32(scale)
 
 
 class FakeQuant:

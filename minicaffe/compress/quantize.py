@@ -20,6 +20,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from minicaffe import kernels
 from minicaffe import minicaffe_pb2 as pb
 
 QMAX = 127
@@ -138,6 +139,13 @@ def _has_vnni():
 VNNI = None      # None: not tried yet; then True when the kernel compiled and checked out
 
 
+def _vnni_ready():
+    global VNNI
+    if VNNI is None:
+        VNNI = _has_vnni() and _vnni_works()
+    return VNNI
+
+
 def gemm_weights(w):
     """Packing of the (M, K) int8 weights for int8_gemm, done once per blob."""
     m, k = w.shape
@@ -151,10 +159,7 @@ def gemm_weights(w):
 
 def int8_gemm(xq, pw):
     """(P, M) int32 = xq (P, K) int8 @ w (M, K)^T, exactly."""
-    global VNNI
-    if VNNI is None:
-        VNNI = _has_vnni() and _vnni_works()
-    if VNNI:
+    if _vnni_ready():
         return _vnni_gemm(xq, pw)
     w = pw["w"]
     return np.matmul(xq.astype(np.float64), w.T.astype(np.float64)).astype(np.int32)
@@ -164,8 +169,7 @@ def requantize(acc, rec, bias):
     """float32(acc) * (s_in * s_w[c]) + bias[c], channels on the last axis."""
     y = acc.astype(np.float32)
     y *= rec.multipliers()
-    if bias is not None:
-        y += bias
+    y += bias
     return y
 
 
@@ -180,22 +184,21 @@ def inner_product(layer, rec, bottom, top):
                rec.multipliers(), _bias(layer), top[0].data.reshape(-1, layer.num_output, 1))
         return
     acc = int8_gemm(quantize_input(x, rec.input_scale), rec.packed())
-    y = requantize(acc, rec, layer.blobs[1].peek if layer.bias_term else None)
+    y = requantize(acc, rec, _bias(layer))
     top[0].data.reshape(-1, layer.num_output)[...] = y
 
 
 def convolution(layer, rec, bottom, top):
-    from minicaffe import kernels
     m, oh, ow = layer.num_output, layer.oh, layer.ow
     ck = layer.channels * layer.kh * layer.kw
-    bias = layer.blobs[1].peek if layer.bias_term else None
+    bias = _bias(layer)
     for b, t in zip(bottom, top):
         n = b.shape[0]
         if VNNI:
             pw = rec.packed(channel_last=True)
             xu = _padded_u8(n * oh * ow, pw["k4"])
             _split(2, n, xu.size, b.data, np.float32(rec.input_scale), *layer.geometry(), oh, ow, xu)
-            _split(3, n, t.count, _vnni_acc(xu, pw), pw["offset"], rec.multipliers(), _bias(layer),
+            _split(3, n, t.count, _vnni_acc(xu, pw), pw["offset"], rec.multipliers(), bias,
                    t.data.reshape(n, m, oh * ow))
             continue
         # the integers as floats through the float im2col (zero padding is the integer 0)
@@ -213,15 +216,14 @@ def _bias(layer):
 
 
 def forward_int8(layer, bottom, top):
-    """The hook the layers call in the TEST phase: True when the int8 path ran."""
-    if layer.phase != pb.TEST or not layer.blobs or getattr(layer, "group", 1) != 1:
+    """The hook every Convolution/InnerProduct forward calls: True when the int8 path ran. Returns
+    at once in TRAIN or when no .mcz brought int8 weights."""
+    if not LOADED or layer.phase != pb.TEST or not layer.blobs or getattr(layer, "group", 1) != 1:
         return False
     rec = int8_of(layer)
     if rec is None:
         return False
-    global VNNI
-    if VNNI is None:
-        VNNI = _has_vnni() and _vnni_works()
+    _vnni_ready()
     layer.path = "int8"
     (convolution if hasattr(layer, "kh") else inner_product)(layer, rec, bottom, top)
     return True
@@ -339,15 +341,12 @@ def finish(lo, hi, acc, offset, mult, bias, out):
                 of[d + U(s)] = np.float32(af[a + U(s * la)] - o) * k + b
 
 
-
-_KERNEL = None
+_KERNEL = (gemm, pack_rows, im2row, finish)      # by _split's index
 
 
 def _vnni_works():
     """Build the kernel and check it against the exact product on awkward sizes."""
-    global _KERNEL
     try:
-        _KERNEL = (gemm, pack_rows, im2row, finish)
         rng = np.random.default_rng(0)
         for p, m, k in ((3, 5, 7), (19, 40, 129)):
             x = rng.integers(-127, 128, (p, k)).astype(np.int8)
@@ -357,7 +356,6 @@ def _vnni_works():
                 return False
         return True
     except Exception:          # an LLVM without the intrinsic: the exact fallback serves
-        _KERNEL = None
         return False
 
 
@@ -367,7 +365,6 @@ def _padded_u8(p, k4):
 
 def _split(i, n, size, *args):
     """Kernel i over range(n), split over the cores when it is worth a hand-off."""
-    from minicaffe import kernels
     kernels.split(_KERNEL[i], n, kernels.THREADS if size >= SPLIT_ABOVE else 1, *args)
 
 
@@ -381,15 +378,11 @@ def _vnni_acc(xu, pw):
     return out
 
 
-def _vnni_run(xu, pw, p):
-    return _vnni_acc(xu, pw)[:p, :pw["w"].shape[0]] - pw["offset"]
-
-
 def _vnni_gemm(xq, pw):
     p, k = xq.shape
     xu = _padded_u8(p, pw["k4"])
     xu[:p, :k] = (xq.astype(np.int16) + 128).astype(np.uint8)
-    return _vnni_run(xu, pw, p)
+    return _vnni_acc(xu, pw)[:p, :pw["w"].shape[0]] - pw["offset"]
 
 
 # ---------------------------------------------------------------- calibration

@@ -12,6 +12,8 @@ A channel removed from only some bottoms of an Eltwise is kept too (the union is
 mix channels in another way (LRN across channels, grouped convolution, losses, Softmax, a net
 output, ...) refuse with their name, and --keep leaves the filters that reach them in place.
 """
+from collections import Counter
+
 import numpy as np
 
 from minicaffe import log
@@ -372,8 +374,5 @@ def thin(edit, keep=()):
         for i in ch.get("slice", ()):
             edit.take(name, i, 0, ch["kept"])
     edit.standard()
-    reasons = {}
-    for (name, _), why in kept.items():
-        reasons.setdefault((name, why), 0)
-        reasons[(name, why)] += 1
+    reasons = Counter((name, why) for (name, _), why in kept.items())
     return [f"{name}: {k} zero filter(s) kept: {why}" for (name, why), k in reasons.items()]
