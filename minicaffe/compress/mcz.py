@@ -63,6 +63,18 @@ def gap_symbols(flat, bits):
     return np.concatenate([out, np.full(trailing, esc, np.int64)]), nz
 
 
+def gap_stream(flat):
+    """The shortest gap stream of `flat`'s non-zeros over gap widths 2..8 bits: (its bytes, the
+    positions of the kept values)."""
+    best = None
+    for bits in range(2, 9):
+        syms, nz = gap_symbols(flat, bits)
+        body = struct.pack("<BII", bits, len(syms), len(nz)) + _huff(syms, 1 << bits)
+        if best is None or len(body) < len(best[0]):
+            best = (body, nz)
+    return best
+
+
 def encode_blob(a, float16=False):
     """The smallest of: dense, or sparse/shared with the best gap width. Pruned and shared blobs
     are always lossless; float16 applies only to blobs stored dense."""
@@ -80,14 +92,10 @@ def encode_blob(a, float16=False):
         return best
     tail = (struct.pack("<H", len(distinct)) + distinct.tobytes() +
             _huff(np.searchsorted(distinct, flat[flat != 0]), len(distinct))) if shared else None
-    for bits in range(2, 9):
-        syms, nz = gap_symbols(flat, bits)
-        body = struct.pack("<BII", bits, len(syms), nnz) + _huff(syms, 1 << bits)
-        enc = head + (struct.pack("<B", SHARED) + body + tail if shared
-                      else struct.pack("<B", SPARSE) + body + flat[nz].tobytes())
-        if len(enc) < len(best[0]):
-            best = (enc, "shared" if shared else "sparse")
-    return best
+    body, nz = gap_stream(flat)
+    enc = head + (struct.pack("<B", SHARED) + body + tail if shared
+                  else struct.pack("<B", SPARSE) + body + flat[nz].tobytes())
+    return (enc, "shared" if shared else "sparse") if len(enc) < len(best[0]) else best
 
 
 def encode_int8(a, axis, input_scale):
@@ -101,13 +109,10 @@ def encode_int8(a, axis, input_scale):
     best = (head + struct.pack("<B", INT8) + meta + q.tobytes(), "int8")
     flat = q.ravel()
     if np.count_nonzero(flat) <= 0.5 * flat.size:
-        for bits in range(2, 9):
-            syms, nz = gap_symbols(flat, bits)
-            enc = (head + struct.pack("<B", INT8_SPARSE) + meta +
-                   struct.pack("<BII", bits, len(syms), len(nz)) + _huff(syms, 1 << bits) +
-                   flat[nz].tobytes())
-            if len(enc) < len(best[0]):
-                best = (enc, "int8-sp")
+        body, nz = gap_stream(flat)
+        enc = head + struct.pack("<B", INT8_SPARSE) + meta + body + flat[nz].tobytes()
+        if len(enc) < len(best[0]):
+            best = (enc, "int8-sp")
     return best
 
 
