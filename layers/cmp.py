@@ -4,7 +4,7 @@ optional gradual schedule (`initial_sparse_ratio`, `prune_start_iter`, `prune_en
 `prune_interval`) and optional k-means weight sharing (`quantize_term`, `class_num`)."""
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.layer import register
-from minicaffe.compress.mask import apply_mask, make_mask
+from minicaffe.compress.mask import apply_mask, make_mask, out_axis
 from minicaffe.compress.schedule import Schedule
 from minicaffe.compress.sharing import WeightSharing
 
@@ -25,10 +25,6 @@ class Compressed:
 
     def compression_param(self):
         raise NotImplementedError
-
-    def out_axis(self):
-        """The weight axis of the output filters."""
-        return 0
 
     def setup(self, bottom, top):
         p = self.compression_param()
@@ -63,7 +59,7 @@ class Compressed:
         if self.schedule is not None and ratio == 0:
             w.mask = None
             return
-        mask = make_mask(w.data, ratio, self.granularity, self.norm, self.out_axis())
+        mask = make_mask(w.data, ratio, self.granularity, self.norm, out_axis(self.param))
         apply_mask(w, mask)
         self.sharing = None
         p = self.compression_param()
@@ -110,6 +106,3 @@ class CmpConvolution(Compressed, Convolution):
 class CmpInnerProduct(Compressed, InnerProduct):
     def compression_param(self):
         return self.param.inner_product_param
-
-    def out_axis(self):
-        return 1 if self.transpose else 0

@@ -7,11 +7,10 @@ import numpy as np
 
 from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
+from minicaffe.compress.mask import GRANULARITIES, NORMS, PRUNABLE, make_mask, out_axis, pruned_count
 from minicaffe.errors import CaffeError
-from minicaffe.compress.mask import GRANULARITIES, NORMS, make_mask, pruned_count
 
 HELP = "prune a trained model by weight magnitude or by filter/channel norm, without training"
-PRUNABLE = ("Convolution", "InnerProduct", "CmpConvolution", "CmpInnerProduct", "Deconvolution")
 CMP = {"Convolution": "CmpConvolution", "InnerProduct": "CmpInnerProduct"}
 SCHEDULE = ("initial_sparse_ratio", "prune_start_iter", "prune_end_iter", "prune_interval")
 
@@ -57,12 +56,6 @@ def model_out_path(a):
                          "give another --model-out or -o")
     return path
 
-
-def out_axis(lp):
-    """The weight axis of the output filters: 1 for Deconvolution and a transposed InnerProduct."""
-    if lp.type == "Deconvolution":
-        return 1
-    return 1 if lp.type.endswith("InnerProduct") and lp.inner_product_param.transpose else 0
 
 
 def cmp_model(model, ratios, granularity, norm):

@@ -6,11 +6,10 @@ import time
 from minicaffe import io, log
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.compress import sensitivity as sens
-from minicaffe.compress.mask import GRANULARITIES, NORMS
+from minicaffe.compress.mask import GRANULARITIES, NORMS, PRUNABLE, out_axis
 from minicaffe.errors import CaffeError
 from minicaffe.net import Net
 
-from .prune import PRUNABLE, out_axis
 
 HELP = "test accuracy with one layer pruned at a time, at several ratios"
 RATIOS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,0.95"

@@ -9,6 +9,14 @@ import numpy as np
 
 GRANULARITIES = ("weight", "filter", "channel")
 NORMS = ("L1", "L2")
+PRUNABLE = ("Convolution", "InnerProduct", "CmpConvolution", "CmpInnerProduct", "Deconvolution")
+
+
+def out_axis(lp):
+    """The weight axis that holds a layer's outputs (its filters): 0, or 1 for a transposed
+    InnerProduct and for Deconvolution, whose weights are inputs x outputs."""
+    transposed = lp.type.endswith("InnerProduct") and lp.inner_product_param.transpose
+    return 1 if transposed or lp.type == "Deconvolution" else 0
 
 
 def pruned_count(n, ratio):

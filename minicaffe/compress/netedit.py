@@ -8,6 +8,8 @@ from minicaffe import io
 from minicaffe import minicaffe_pb2 as pb
 from minicaffe.errors import CaffeError
 
+from .mask import out_axis  # noqa: F401  (thin and lowrank take it from here too)
+
 PLAIN = {"CmpConvolution": "Convolution", "CmpInnerProduct": "InnerProduct"}
 # The highest field number BVLC's caffe.proto gives these messages: the fields above it are
 # minicaffe's pruning extensions, which real Caffe refuses to parse.
@@ -22,14 +24,6 @@ def weighted_param(lp):
     if t == "InnerProduct":
         return lp.inner_product_param
     return None
-
-
-def out_axis(lp):
-    """The weight axis that holds a layer's outputs: 0, or 1 for a transposed InnerProduct
-    (and for Deconvolution, whose weights are inputs x outputs)."""
-    t = PLAIN.get(lp.type, lp.type)
-    transposed = t == "InnerProduct" and lp.inner_product_param.transpose
-    return 1 if transposed or t == "Deconvolution" else 0
 
 
 class NetEdit:

@@ -12,7 +12,8 @@ import numpy as np
 
 from minicaffe import minicaffe_pb2 as pb
 
-from .quantize import QMAX, dequantize, quantize_input, quantize_weights, quantizable, weight_axis
+from .mask import out_axis
+from .quantize import QMAX, dequantize, quantize_input, quantize_weights, quantizable
 
 MOMENTUM = 0.9     # of the moving average of each input's max |x|
 
@@ -30,7 +31,7 @@ class FakeQuant:
 
     def __init__(self, layer, scales):
         self.layer, self.scales = layer, scales     # scales: [max|x|] per bottom, shared with TEST
-        self.axis = weight_axis(layer.param.type, layer.param)
+        self.axis = out_axis(layer.param)
         self.forward, self.backward = layer.forward, layer.backward
         layer.forward = self.quantized(self.forward, True)
         layer.backward = self.quantized(self.backward, False)

@@ -23,17 +23,13 @@ from numba.extending import intrinsic
 from minicaffe import kernels
 from minicaffe import minicaffe_pb2 as pb
 
+from .mask import out_axis
+
 QMAX = 127
 TYPES = ("Convolution", "CmpConvolution", "InnerProduct", "CmpInnerProduct")
 
 
 # ---------------------------------------------------------------- the numbers
-def weight_axis(layer_type, param):
-    """The weight axis of the output channels."""
-    if layer_type.endswith("InnerProduct") and param.inner_product_param.transpose:
-        return 1
-    return 0
-
 
 def quantize_weights(w, axis=0):
     """(int8 values, float32 scale per channel along `axis`); a pruned 0 stays exactly 0."""
@@ -411,6 +407,6 @@ def calibrate(net, iterations, percentile=None):
     out = {}
     for i, layer in layers:
         vals = np.concatenate(seen[i]) if percentile is not None else np.array(seen[i])
-        out[net.layer_names[i]] = (weight_axis(layer.param.type, layer.param),
+        out[net.layer_names[i]] = (out_axis(layer.param),
                                    float(activation_scale(vals, percentile)))
     return out
