@@ -7,6 +7,7 @@ import numpy as np
 from minicaffe import log
 from minicaffe.layers.data import BatchSource
 from minicaffe.layer import register
+from minicaffe.transform import IMAGE_FORMATS
 
 F = np.float32
 
@@ -182,7 +183,7 @@ class WindowData(BatchSource):
         """Image i as BGR uint8 (H, W, 3), as OpenCV's colour imread gives Caffe."""
         from PIL import Image
         try:
-            with Image.open(self.images[i]) as img:
+            with Image.open(self.images[i], formats=IMAGE_FORMATS) as img:
                 return np.asarray(img.convert("RGB"))[:, :, ::-1]
         except OSError as e:
             raise self.error(f"cannot open image {self.images[i]}: {e}") from None

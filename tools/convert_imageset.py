@@ -7,6 +7,7 @@ import numpy as np
 
 from minicaffe import io, log
 from minicaffe.errors import CaffeError
+from minicaffe.transform import IMAGE_FORMATS
 
 HELP = "convert a list of images to an LMDB"
 
@@ -53,8 +54,8 @@ def load(path, gray, h, w):
     converter logs and skips such files."""
     from PIL import Image
     try:
-        img = Image.open(path)
-        img = img.convert("L" if gray else "RGB")       # decodes: a truncated file fails here
+        with Image.open(path, formats=IMAGE_FORMATS) as f:
+            img = f.convert("L" if gray else "RGB")     # decodes: a truncated file fails here
         if h and w:
             img = img.resize((w, h), Image.BILINEAR)
     except FileNotFoundError:
